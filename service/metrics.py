@@ -1,0 +1,117 @@
+"""Every Prometheus metric the server exports, recorded into a registry passed in.
+
+Labels stay bounded: model/version only for models that are loaded (the data plane resolves
+names before recording), exit/segment/stage indices, endpoint route names and status codes.
+The v2 `/stats` endpoint reads the same series back through `get_sample_value`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latencies here run from ~100 µs (one small segment on a GPU) to seconds (overload).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNKNOWN = "_unknown"
+
+
+class Metrics:
+    """The server's metric families; one instance per app, never module globals."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        mv = ["model", "version"]
+        self.requests = Counter(
+            "exitserve_requests", "Requests answered, by endpoint and status code",
+            ["model", "endpoint", "code"], registry=registry,
+        )  # fmt: skip
+        self.request_latency = Histogram(
+            "exitserve_request_duration_seconds", "End-to-end request latency in the server",
+            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.samples = Counter(
+            "exitserve_samples", "Samples answered, by the exit that answered them",
+            [*mv, "exit"], registry=registry,
+        )  # fmt: skip
+        self.segment_latency = Histogram(
+            "exitserve_segment_compute_seconds", "Time one segment run takes (a whole batch)",
+            [*mv, "segment"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "exitserve_queue_wait_seconds", "Time a sample waits in a stage queue for its batch",
+            [*mv, "stage"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "exitserve_batch_size", "Samples per segment run", [*mv, "stage"],
+            buckets=BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "exitserve_queue_depth", "Samples waiting in a stage queue", [*mv, "stage"],
+            registry=registry,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "exitserve_inflight_requests", "Requests accepted and not yet answered", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.compute_used = Counter(
+            "exitserve_compute_used_macs", "MACs of the segments that actually ran, per sample",
+            mv, registry=registry,
+        )  # fmt: skip
+        self.compute_full = Counter(
+            "exitserve_compute_full_macs", "MACs the same samples would cost at full depth",
+            mv, registry=registry,
+        )  # fmt: skip
+        self.batch_failures = Counter(
+            "exitserve_batch_failures", "Segment runs that raised", [*mv, "stage"],
+            registry=registry,
+        )  # fmt: skip
+        self.calibrated_share = Gauge(
+            "exitserve_calibrated_exit_share", "Share of samples calibration expects per exit",
+            [*mv, "exit"], registry=registry,
+        )  # fmt: skip
+        self.model_ready = Gauge(
+            "exitserve_model_ready", "1 while a model version is loaded and serving", mv,
+            registry=registry,
+        )  # fmt: skip
+
+    def model_loaded(self, model: str, version: str, calibrated_share: Sequence[float]) -> None:
+        """Publish readiness and the calibrated exit distribution the drift alert compares to."""
+        self.model_ready.labels(model, version).set(1)
+        for k, share in enumerate(calibrated_share):
+            self.calibrated_share.labels(model, version, str(k)).set(share)
+
+    def model_unloaded(self, model: str, version: str) -> None:
+        self.model_ready.labels(model, version).set(0)
+
+    def record_exit(
+        self, model: str, version: str, exit_index: int, used_macs: int, full_macs: int
+    ) -> None:
+        """One sample answered at `exit_index` after running segments worth `used_macs`."""
+        self.samples.labels(model, version, str(exit_index)).inc()
+        self.compute_used.labels(model, version).inc(used_macs)
+        self.compute_full.labels(model, version).inc(full_macs)
+
+    def record_batch(
+        self, model: str, version: str, stage: int, size: int, seconds: float,
+        waits: Sequence[float],
+    ) -> None:  # fmt: skip
+        """One segment run: its size, its compute time and how long its samples queued."""
+        s = str(stage)
+        self.batch_size.labels(model, version, s).observe(size)
+        self.segment_latency.labels(model, version, s).observe(seconds)
+        hist = self.queue_wait.labels(model, version, s)
+        for w in waits:
+            hist.observe(w)
+
+    def record_request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
+        self.requests.labels(model, endpoint, str(code)).inc()
+        self.request_latency.labels(model, endpoint).observe(seconds)
+
+    def value(self, name: str, labels: dict[str, str]) -> float:
+        """A sample's current value, 0 where the series does not exist yet."""
+        return self.registry.get_sample_value(name, labels) or 0.0
