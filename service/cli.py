@@ -41,3 +41,7 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="exitserve")
 def main() -> None:
     """exitserve: train, export and serve multi-exit networks."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""`make bench`: what early exits buy, measured side by side, written to docs/benchmarks.md.
+
+Every comparison interleaves its configurations round by round in one run, and reports
+ratios, so drift in the machine's speed hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+import onnxruntime as ort
+
+from loadtest import inprocess
+from loadtest.benchdoc import Results, write_doc
+from loadtest.client import EncodedRequest, encode
+from loadtest.generators import Bounds, closed_loop, open_loop
+from loadtest.report import Report
+from loadtest.server import running_server
+from models.data import load_mnist
+from service.settings import bundled_repository
+
+SCHEDULING = ("stage", "naive", "none")
+SWEEP = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
+
+
+def _requests(x: np.ndarray, y: np.ndarray, batch: int, params: dict[str, object] | None
+              ) -> list[EncodedRequest]:  # fmt: skip
+    n = len(x) // batch * batch
+    return [
+        encode(x[i : i + batch], y[i : i + batch], "binary", params) for i in range(0, n, batch)
+    ]
+
+
+def _median(reports: list[Report], key: str) -> float:
+    return float(statistics.median(float(getattr(r, key)) for r in reports))
+
+
+def interleave(configs: dict[str, Callable[[], Report]], rounds: int) -> dict[str, list[Report]]:
+    """Run each configuration once per round, alternating, so they share the machine's drift."""
+    out: dict[str, list[Report]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, fn in configs.items():
+            report = fn()
+            click.echo(f"  {name:>24}: {report.line()}")
+            out[name].append(report)
+    return out
+
+
+def saturation(url: str, reqs: list[EncodedRequest], concurrency: int, seconds: float
+               ) -> Callable[[], Report]:  # fmt: skip
+    bounds = Bounds(duration_s=seconds, warmup_requests=20)
+    return lambda: asyncio.run(closed_loop(url, reqs, concurrency, bounds, progress=False))
+
+
+def fixed_load(url: str, reqs: list[EncodedRequest], rate: float, seconds: float
+               ) -> Callable[[], Report]:  # fmt: skip
+    bounds = Bounds(duration_s=seconds, warmup_requests=20)
+    return lambda: asyncio.run(open_loop(url, reqs, rate, bounds, progress=False))
+
+
+def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,
+                 seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
+    """Comparisons 1, 2 and 5 against one server: only request parameters change."""
+    with running_server(repo, logs) as srv:
+        url = f"{srv.url}/v2/models/{model}/infer"
+        single = _requests(x, y, 1, None)
+        full = _requests(x, y, 1, {"full_depth": True})
+        click.echo("1. early exit vs full depth, saturation (closed loop, 32 clients)")
+        res.saturation = interleave({
+            "early exit": saturation(url, single, 32, seconds),
+            "full depth": saturation(url, full, 32, seconds),
+        }, rounds)  # fmt: skip
+        rate = 0.5 * _median(res.saturation["full depth"], "requests_per_s")
+        res.fixed_rate = rate
+        click.echo(f"1b. fixed load {rate:.0f} req/s (open loop, Poisson)")
+        res.fixed = interleave({
+            "early exit": fixed_load(url, single, rate, seconds),
+            "full depth": fixed_load(url, full, rate, seconds),
+        }, rounds)  # fmt: skip
+        click.echo("2. concurrency 1 latency and batched saturation")
+        res.c1 = interleave({"c=1": saturation(url, single, 1, seconds)}, 1)["c=1"][0]
+        batched = _requests(x, y, 32, None)
+        res.batched = interleave({"batch 32": saturation(url, batched, 4, seconds)}, rounds)
+        click.echo("5. threshold sweep")
+        res.sweep = interleave({
+            f"{t}": saturation(url, _requests(x, y, 1, {"threshold": t}), 32, seconds / 2)
+            for t in SWEEP
+        }, 1)  # fmt: skip
+
+
+def bench_scheduling(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,
+                     seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
+    """Comparison 3: one server per scheduling mode, run one at a time, interleaved."""
+    single = _requests(x, y, 1, None)
+    configs: dict[str, Callable[[], Report]] = {}
+    for mode in SCHEDULING:
+
+        def run(mode: str = mode) -> Report:
+            env = {"EXITSERVE_SCHEDULING": mode}
+            with running_server(repo, logs, env=env) as srv:
+                return saturation(f"{srv.url}/v2/models/{model}/infer", single, 32, seconds)()
+
+        configs[mode] = run
+    try:
+        res.scheduling = interleave(configs, rounds)
+    except (RuntimeError, TimeoutError) as exc:
+        res.notes.append(f"scheduling comparison not run: {exc}")
+
+
+def bench_inprocess(res: Results, version_dir: Path, x: np.ndarray) -> None:
+    """Comparisons 2 and 4: the in-process limit and the oracle."""
+    chain = inprocess.load_chain(version_dir)
+    res.inproc_ee = inprocess.throughput(chain, x, 32)
+    res.inproc_fd = inprocess.throughput(chain, x[: len(x) // 4], 32, full_depth=True)
+    res.inproc_single_ms = inprocess.single_latency_ms(chain, x)
+    res.oracle_fraction, res.policy_fraction = inprocess.oracle_fraction(chain, x)
+
+
+def gpu_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers() and ort.get_device() == "GPU"
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"))
+@click.option("--repository", type=click.Path(path_type=Path), default=None)
+@click.option("--model", default="mnist", show_default=True)
+@click.option("--seconds", default=6.0, show_default=True, help="per measurement")
+@click.option("--rounds", default=2, show_default=True)
+@click.option("--samples", default=4000, show_default=True, help="MNIST test samples used")
+def main(out: Path, repository: Path | None, model: str, seconds: float, rounds: int,
+         samples: int) -> None:  # fmt: skip
+    """Run every comparison and rewrite the benchmarks document."""
+    repo = repository or bundled_repository()
+    test = load_mnist("test")
+    x, y = test.x[:samples], test.y[:samples]
+    res = Results(machine=f"{platform.processor() or platform.machine()}, "
+                  f"{len(os.sched_getaffinity(0))} cores, {platform.system()}",
+                  started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp)
+        click.echo("4./2. in-process limit and oracle")
+        bench_inprocess(res, repo / model / "1", x)
+        bench_server(res, repo, model, x, y, seconds, rounds, logs)
+        bench_scheduling(res, repo, model, x, y, seconds, rounds, logs)
+    res.gpu = "run" if gpu_available() else "not run: no CUDA device on this machine"
+    write_doc(res, out, command=f"make bench  # python -m loadtest.bench --seconds {seconds} "
+              f"--rounds {rounds} --samples {samples}")  # fmt: skip
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
