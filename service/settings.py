@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         False, description="explicitly allow repository calls without a token"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(
+        False, description="log one line per HTTP request; off by default, it costs throughput"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
