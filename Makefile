@@ -40,7 +40,16 @@ typecheck: install
 unit: install system-deps
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck unit observability-check
+
+# promtool: the scrape config and rules parse, and the alerts' unit tests pass
+# (tests/observability/ also runs every query against a real Prometheus).
+.PHONY: observability-check
+observability-check: system-deps
+	@command -v promtool >/dev/null || { echo "note: promtool missing (Debian: prometheus); observability-check skipped"; exit 0; }; \
+	promtool check config deploy/prometheus/prometheus.yml && \
+	promtool check rules deploy/prometheus/rules.yml && \
+	promtool test rules tests/observability/rules_test.yml
 
 model: install
 	$(BIN)/exitserve build-default --out models/repository
