@@ -1,0 +1,175 @@
+"""Choose per-exit thresholds: cheapest expected compute within an accuracy tolerance.
+
+Pure numpy on softmax outputs, so it is cheap to search exhaustively. For each policy a
+shared threshold grid is swept over all early exits (this sweep is also the report's
+accuracy/compute curve); then a greedy per-exit pass, first exit first, lowers compute
+further while validation accuracy stays >= final-exit accuracy - tolerance. The compute
+fraction of a sample is the cumulative cost of the exit it takes over the full-depth cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models.data import FloatArray, IntArray
+
+POLICIES = ("confidence", "entropy", "margin")
+GRID_POINTS = 160
+GREEDY_PASSES = 2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a threshold setting does on one split."""
+
+    accuracy: float
+    compute_fraction: float
+    exit_distribution: list[float]
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """A policy's calibrated thresholds (one per exit, manifest convention) and outcome."""
+
+    policy: str
+    thresholds: list[float]
+    val: Outcome
+    feasible: bool
+    curve: list[tuple[float, float]] = field(default_factory=list)
+
+
+def scores(probs: FloatArray, policy: str) -> npt.NDArray[np.float64]:
+    """(exits, N) scores where higher means "more sure"; entropy is negated to fit."""
+    p = probs.astype(np.float64)
+    if policy == "confidence":
+        return np.asarray(p.max(axis=-1), dtype=np.float64)
+    if policy == "entropy":
+        return np.asarray((p * np.log(np.clip(p, 1e-12, None))).sum(axis=-1), dtype=np.float64)
+    if policy == "margin":
+        top2 = np.sort(p, axis=-1)[..., -2:]
+        return np.asarray(top2[..., 1] - top2[..., 0], dtype=np.float64)
+    raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+
+
+def exits_taken(score: npt.NDArray[np.float64], cuts: npt.NDArray[np.float64]) -> IntArray:
+    """Index of the first exit whose score reaches its cut; the last exit takes the rest."""
+    passes = score[:-1] >= cuts[:, None]
+    passes = np.vstack([passes, np.ones((1, score.shape[1]), dtype=bool)])
+    return np.asarray(np.argmax(passes, axis=0), dtype=np.int64)
+
+
+def outcome(taken: IntArray, correct: npt.NDArray[np.bool_], cumulative: FloatArray) -> Outcome:
+    """Accuracy, mean compute fraction and exit histogram of one routing of the samples."""
+    n, exits = taken.shape[0], correct.shape[0]
+    return Outcome(
+        accuracy=float(correct[taken, np.arange(n)].mean()),
+        compute_fraction=float(np.asarray(cumulative, dtype=np.float64)[taken].mean()),
+        exit_distribution=(np.bincount(taken, minlength=exits) / n).tolist(),
+    )
+
+
+def to_manifest(policy: str, cuts: npt.NDArray[np.float64], num_classes: int) -> list[float]:
+    """Internal cuts as the manifest states them, with an always-exit value for the last exit."""
+    if policy == "entropy":
+        return [float(-c) + 0.0 for c in cuts] + [math.log(num_classes)]
+    return [float(c) for c in cuts] + [0.0]
+
+
+def from_manifest(policy: str, thresholds: list[float]) -> npt.NDArray[np.float64]:
+    """The inverse of `to_manifest` (the last exit's value is dropped)."""
+    early = np.asarray(thresholds[:-1], dtype=np.float64)
+    return -early if policy == "entropy" else early
+
+
+def apply(
+    probs: FloatArray,
+    labels: IntArray,
+    policy: str,
+    thresholds: list[float],
+    cumulative: FloatArray,
+) -> Outcome:
+    """Evaluate manifest-style thresholds on any split (used for the test set)."""
+    score = scores(probs, policy)
+    correct = probs.argmax(axis=-1) == labels[None, :]
+    return outcome(exits_taken(score, from_manifest(policy, thresholds)), correct, cumulative)
+
+
+def _search(
+    score: npt.NDArray[np.float64],
+    correct: npt.NDArray[np.bool_],
+    cumulative: FloatArray,
+    target: float,
+) -> tuple[npt.NDArray[np.float64], Outcome, list[tuple[float, float]]]:
+    """Shared-grid sweep, then greedy per-exit refinement; returns the cheapest feasible cuts."""
+    early = score[:-1]
+    grid = np.unique(np.quantile(early, np.linspace(0.0, 1.0, GRID_POINTS)))
+    best_cuts = np.full(len(early), early.max())  # near "never": only the surest exit early
+    best = outcome(exits_taken(score, best_cuts), correct, cumulative)
+    curve = []
+    for t in grid:
+        cuts = np.full(len(early), t)
+        result = outcome(exits_taken(score, cuts), correct, cumulative)
+        curve.append((result.compute_fraction, result.accuracy))
+        if _better(result, best, target):
+            best_cuts, best = cuts, result
+    for _ in range(GREEDY_PASSES):
+        for k in range(len(early)):
+            for t in np.unique(np.quantile(early[k], np.linspace(0.0, 1.0, GRID_POINTS))):
+                cuts = best_cuts.copy()
+                cuts[k] = t
+                result = outcome(exits_taken(score, cuts), correct, cumulative)
+                if _better(result, best, target):
+                    best_cuts, best = cuts, result
+    return best_cuts, best, curve
+
+
+def _better(candidate: Outcome, incumbent: Outcome, target: float) -> bool:
+    """Feasible beats infeasible; then lower compute; then higher accuracy."""
+    if (candidate.accuracy >= target) != (incumbent.accuracy >= target):
+        return candidate.accuracy >= target
+    if candidate.accuracy < target:
+        return candidate.accuracy > incumbent.accuracy
+    key_c = (round(candidate.compute_fraction, 9), -candidate.accuracy)
+    key_i = (round(incumbent.compute_fraction, 9), -incumbent.accuracy)
+    return key_c < key_i
+
+
+def calibrate(
+    probs: FloatArray,
+    labels: IntArray,
+    cumulative: FloatArray,
+    tolerance_pp: float = 0.5,
+    policies: tuple[str, ...] = POLICIES,
+) -> dict[str, PolicyChoice]:
+    """Thresholds per policy on a validation split; `cumulative` is each exit's cost share."""
+    if probs.ndim != 3 or probs.shape[0] != len(cumulative) or probs.shape[1] != len(labels):
+        raise ValueError(f"probs {probs.shape} do not match {len(cumulative)} exits/labels")
+    correct = probs.argmax(axis=-1) == labels[None, :]
+    target = float(correct[-1].mean()) - tolerance_pp / 100.0 - 1e-12
+    choices = {}
+    for policy in policies:
+        score = scores(probs, policy)
+        cuts, result, curve = _search(score, correct, cumulative, target)
+        thresholds = to_manifest(policy, cuts, probs.shape[-1])
+        feasible = result.accuracy >= target
+        choices[policy] = PolicyChoice(policy, thresholds, result, feasible, curve)
+    return choices
+
+
+def pick_default(choices: dict[str, PolicyChoice]) -> str:
+    """The feasible policy with the lowest validation compute (confidence wins ties)."""
+    order = sorted(
+        choices.values(),
+        key=lambda c: (not c.feasible, round(c.val.compute_fraction, 6), c.policy != "confidence"),
+    )
+    return order[0].policy
+
+
+def accuracy_per_exit(probs: FloatArray, labels: IntArray) -> list[float]:
+    """Each exit's own accuracy if every sample left there."""
+    hits = (probs.argmax(axis=-1) == labels[None, :]).mean(axis=1)
+    return [float(h) for h in hits]

@@ -1,0 +1,175 @@
+"""Turn a trained network into a published repository version.
+
+Order matters: export and parity-check first (a broken export must not be calibrated and
+shipped), then calibrate on validation outputs, measure on the test split, write manifest
+and report into a scratch folder, validate the manifest as the server will, and only then
+swap the folder into place so a server watching the repository never sees half a version.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.build import BuildConfig, Trained
+from models.calibrate import accuracy_per_exit, apply, calibrate, pick_default
+from models.export import LOGITS, PROBS, ExportedSegment, check_parity, export_segments
+from models.flops import count_macs
+from models.manifest import (
+    Calibration,
+    Manifest,
+    Segment,
+    Training,
+    load_manifest,
+    save_manifest,
+)
+from models.multiexit import MultiExitNet
+from models.report import ReportData, write_report
+from models.sources import describe
+from models.train import exit_probabilities
+
+
+def segment_macs(model: MultiExitNet) -> list[int]:
+    """MACs per sample of each served segment (block + head), counted by forward hooks."""
+    x = torch.zeros(1, *model.config.input_shape)
+    costs = []
+    for block, head in zip(model.blocks, model.heads, strict=True):
+        with torch.no_grad():
+            hidden = block.eval()(x)
+        costs.append(count_macs(block, x) + count_macs(head, hidden))
+        x = hidden
+    return costs
+
+
+def cumulative_fractions(costs: list[int]) -> list[float]:
+    """Each exit's share of the full-depth cost; exactly 1.0 at the last exit."""
+    running = np.cumsum(costs) / float(sum(costs))
+    return [*(float(f) for f in running[:-1]), 1.0]
+
+
+def package(trained: Trained, config: BuildConfig, out: Path) -> Path:
+    """Export, check, calibrate, describe and publish `trained` as `out/name/version`."""
+    model, splits = trained.model.eval(), trained.splits
+    final_dir = out / config.name / config.version
+    scratch = out / config.name / f".{config.version}.building"
+    shutil.rmtree(scratch, ignore_errors=True)
+    exported = export_segments(model, scratch)
+    check_parity(model, scratch, splits.test.x[: config.parity_samples])
+    costs = segment_macs(model)
+    cumulative = np.asarray(cumulative_fractions(costs), dtype=np.float32)
+    val_probs = exit_probabilities(model, splits.val.x)
+    test_probs = exit_probabilities(model, splits.test.x)
+    choices = calibrate(val_probs, splits.val.y, cumulative, config.tolerance_pp)
+    default = pick_default(choices)
+    test = {
+        p: apply(test_probs, splits.test.y, p, c.thresholds, cumulative) for p, c in choices.items()
+    }
+    report = ReportData(
+        model=f"{config.name}/{config.version}",
+        tolerance_pp=config.tolerance_pp,
+        default_policy=default,
+        segment_macs=costs,
+        cumulative=cumulative.tolist(),
+        val_accuracy_per_exit=accuracy_per_exit(val_probs, splits.val.y),
+        test_accuracy_per_exit=accuracy_per_exit(test_probs, splits.test.y),
+        choices=choices,
+        test=test,
+    )
+    manifest = make_manifest(trained, config, exported, report)
+    save_manifest(manifest, scratch)
+    load_manifest(scratch)  # the server's own validation, before anything is published
+    write_report(report, scratch)
+    _publish(scratch, final_dir)
+    return final_dir
+
+
+def make_manifest(
+    trained: Trained, config: BuildConfig, exported: list[ExportedSegment], report: ReportData
+) -> Manifest:
+    """The repository contract for this version, filled from measured figures only."""
+    segments = [
+        Segment(
+            index=seg.index,
+            file=seg.file,
+            input=seg.input,
+            hidden_output=seg.hidden_output,
+            logits_output=LOGITS,
+            probs_output=PROBS,
+            macs=report.segment_macs[seg.index],
+            cumulative_fraction=report.cumulative[seg.index],
+            thresholds={p: c.thresholds[seg.index] for p, c in report.choices.items()},
+        )
+        for seg in exported
+    ]
+    options = ", ".join(f"{k}={v}" for k, v in sorted(trained.model.config.options.items()))
+    return Manifest(
+        name=config.name,
+        version=config.version,
+        architecture=f"{config.arch}({options})",
+        input=exported[0].input,
+        labels=list(trained.splits.train.labels),
+        segments=segments,
+        default_policy=report.default_policy,
+        calibration=_calibration(report),
+        training=_training(trained, config, report),
+    )
+
+
+def _calibration(report: ReportData) -> Calibration:
+    chosen = report.choices[report.default_policy]
+    test = report.test[report.default_policy]
+    test_figures: dict[str, float | list[float]] = {
+        "accuracy": test.accuracy,
+        "final_exit_accuracy": report.test_accuracy_per_exit[-1],
+        "compute_fraction": test.compute_fraction,
+        "exit_distribution": test.exit_distribution,
+        "accuracy_per_exit": report.test_accuracy_per_exit,
+    }
+    for policy, outcome in report.test.items():
+        test_figures[f"{policy}_accuracy"] = outcome.accuracy
+        test_figures[f"{policy}_compute_fraction"] = outcome.compute_fraction
+    return Calibration(
+        policy=report.default_policy,
+        tolerance_pp=report.tolerance_pp,
+        final_exit_accuracy=report.val_accuracy_per_exit[-1],
+        accuracy=chosen.val.accuracy,
+        exit_distribution=chosen.val.exit_distribution,
+        compute_fraction=chosen.val.compute_fraction,
+        per_policy={
+            p: {
+                "accuracy": c.val.accuracy,
+                "compute_fraction": c.val.compute_fraction,
+                "feasible": float(c.feasible),
+            }
+            for p, c in report.choices.items()
+        },
+        test=test_figures,
+    )
+
+
+def _training(trained: Trained, config: BuildConfig, report: ReportData) -> Training:
+    weights = config.train.exit_weights or (1.0,) * trained.model.num_exits
+    return Training(
+        dataset=describe(config.data),
+        mode=config.train.mode,
+        seed=config.train.seed,
+        epochs=config.train.epochs,
+        exit_weights=list(weights),
+        train_samples=len(trained.splits.train),
+        val_samples=len(trained.splits.val),
+        test_accuracy_per_exit=report.test_accuracy_per_exit,
+        torch_version=torch.__version__,
+    )
+
+
+def _publish(scratch: Path, final_dir: Path) -> None:
+    """Swap the finished version in; the old one (if any) is removed only afterwards."""
+    old = final_dir.with_name(f".{final_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final_dir.exists():
+        final_dir.rename(old)
+    scratch.rename(final_dir)
+    shutil.rmtree(old, ignore_errors=True)

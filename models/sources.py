@@ -1,0 +1,77 @@
+"""Turn a data-source string (`mnist`, `fashion-mnist`, `npz:PATH`, `folder:PATH`) into splits.
+
+One place decides how each source yields train/validation/test, so `train`, `export` and
+`build` agree: export re-derives the same validation split from the source and the seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.data import (
+    DataError,
+    Dataset,
+    Splits,
+    limit,
+    load_fashion_mnist,
+    load_folder,
+    load_mnist,
+    load_npz,
+    split_off,
+)
+
+BUILTIN = ("mnist", "fashion-mnist")
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """How much data each split gets; None means "all that is available"."""
+
+    val_fraction: float = 0.1
+    train_samples: int | None = None
+    val_samples: int | None = None
+    test_samples: int | None = None
+    test_fraction: float = 0.2
+
+
+def describe(source: str) -> str:
+    """A stable, human-readable name for the manifest's training metadata."""
+    kind, _, rest = source.partition(":")
+    return f"{kind}:{Path(rest).name}" if rest else kind
+
+
+def _train_and_test(source: str, sizes: SplitSizes, seed: int) -> tuple[Dataset, Dataset]:
+    """The source's own test split where it has one, else a seeded hold-out."""
+    kind, _, rest = source.partition(":")
+    if kind == "mnist" and not rest:
+        return load_mnist("train"), load_mnist("t10k")
+    if kind == "fashion-mnist" and not rest:
+        return load_fashion_mnist("train"), load_fashion_mnist("t10k")
+    if kind == "npz" and rest:
+        train, test = load_npz(Path(rest))
+    elif kind == "folder" and rest:
+        train, test = load_folder(Path(rest)), None
+    else:
+        raise DataError(
+            f"unknown data source {source!r}: use mnist, fashion-mnist, npz:PATH or folder:PATH"
+        )
+    if test is None:
+        held = max(1, round(len(train) * sizes.test_fraction))
+        train, test = split_off(train, held, seed + 1)
+    return train, test
+
+
+def load_splits(source: str, sizes: SplitSizes, seed: int) -> Splits:
+    """Train/validation/test for `source`; the validation split is carved from training data."""
+    train, test = _train_and_test(source, sizes, seed)
+    if sizes.val_samples is not None:
+        n_val = sizes.val_samples
+    else:
+        n_val = max(1, round(len(train) * sizes.val_fraction))
+    train, val = split_off(train, min(n_val, len(train) - 1), seed)
+    return Splits(
+        train=limit(train, sizes.train_samples, seed + 2),
+        val=val,
+        test=limit(test, sizes.test_samples, seed + 3),
+    )

@@ -1,0 +1,195 @@
+"""Train a multi-exit network, jointly or layer-wise, and read out every exit's softmax.
+
+Joint: one optimiser on a weighted sum of all exits' losses, so early exits shape the shared
+features. Layer-wise: block k and its head are trained on exit k's loss while blocks before
+it stay frozen (weights and batch-norm statistics), moving forward one block at a time.
+Runs are reproducible from the seed: weights, shuffling and the LR schedule all derive
+from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from models.data import Dataset, FloatArray
+from models.multiexit import MultiExitNet
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; `exit_weights` None means every exit's loss counts equally."""
+
+    mode: Literal["joint", "layerwise"] = "joint"
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    exit_weights: tuple[float, ...] | None = None
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """Loss history: one mean per epoch (per stage and epoch for layer-wise) and per step."""
+
+    epoch_losses: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def pick_device(requested: str) -> torch.device:
+    """CUDA when asked for or ("auto") when present; CPU is the target otherwise."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def resolve_weights(config: TrainConfig, num_exits: int) -> list[float]:
+    """The per-exit loss weights, checked against the number of exits."""
+    weights = list(config.exit_weights) if config.exit_weights else [1.0] * num_exits
+    if len(weights) != num_exits or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"need {num_exits} non-negative exit weights, got {weights}")
+    return weights
+
+
+def fit_normalisation(model: MultiExitNet, data: Dataset) -> None:
+    """Set the in-graph normalisation to the training data's per-channel mean and std."""
+    mean = data.x.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = data.x.std(axis=(0, 2, 3), dtype=np.float64)
+    model.normalize.set_stats(mean.tolist(), std.tolist())
+
+
+def _batches(
+    data: Dataset, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    order = torch.randperm(len(data), generator=generator)
+    for start in range(0, len(data), batch_size):
+        idx = order[start : start + batch_size]
+        xb = x[idx].to(device).contiguous(memory_format=torch.channels_last)
+        yield xb, y[idx].to(device)
+
+
+def _run_epochs(
+    params: Sequence[nn.Parameter],
+    loss_fn: LossFn,
+    data: Dataset,
+    config: TrainConfig,
+    device: torch.device,
+    label: str,
+    result: TrainResult,
+) -> None:
+    """AdamW with a one-cycle schedule: converges in the few epochs a CPU can afford."""
+    generator = torch.Generator().manual_seed(config.seed + len(result.epoch_losses))
+    steps = config.epochs * -(-len(data) // config.batch_size)
+    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps)
+    for epoch in range(config.epochs):
+        bar = tqdm(
+            _batches(data, config.batch_size, generator, device),
+            total=-(-len(data) // config.batch_size),
+            desc=f"{label} epoch {epoch + 1}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+        )
+        losses = []
+        for xb, yb in bar:
+            loss = loss_fn(xb, yb)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        result.step_losses.extend(losses)
+        result.epoch_losses.append(float(np.mean(losses)))
+
+
+def train(model: MultiExitNet, data: Dataset, config: TrainConfig) -> TrainResult:
+    """Train `model` in place on `data` as `config` says; returns the loss history."""
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    fit_normalisation(model, data)
+    model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    result = TrainResult(device=str(device))
+    started = time.monotonic()
+    if config.mode == "joint":
+        _train_joint(model, data, config, device, result)
+    else:
+        _train_layerwise(model, data, config, device, result)
+    model.to(torch.device("cpu")).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model.eval()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _train_joint(
+    model: MultiExitNet,
+    data: Dataset,
+    config: TrainConfig,
+    device: torch.device,
+    result: TrainResult,
+) -> None:
+    weights = resolve_weights(config, model.num_exits)
+    model.train()
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        logits = model(xb)
+        return sum(
+            (w * F.cross_entropy(z, yb) for w, z in zip(weights, logits, strict=True)),
+            torch.zeros((), device=device),
+        ) / sum(weights)
+
+    _run_epochs(list(model.parameters()), loss_fn, data, config, device, "joint", result)
+
+
+def _train_layerwise(
+    model: MultiExitNet,
+    data: Dataset,
+    config: TrainConfig,
+    device: torch.device,
+    result: TrainResult,
+) -> None:
+    for k in range(model.num_exits):
+        frozen = nn.Sequential(*model.blocks[:k]).eval().requires_grad_(False)
+        stage = nn.Sequential(model.blocks[k], model.heads[k]).train()
+
+        def loss_fn(
+            xb: torch.Tensor, yb: torch.Tensor, frozen: nn.Module = frozen, stage: nn.Module = stage
+        ) -> torch.Tensor:
+            with torch.no_grad():
+                hidden = frozen(xb)
+            return F.cross_entropy(stage(hidden), yb)
+
+        label = f"layerwise {k + 1}/{model.num_exits}"
+        _run_epochs(list(stage.parameters()), loss_fn, data, config, device, label, result)
+        stage.eval().requires_grad_(False)
+    model.requires_grad_(True)
+
+
+@torch.no_grad()
+def exit_probabilities(model: MultiExitNet, x: FloatArray, batch_size: int = 512) -> FloatArray:
+    """Softmax of every exit for every sample: shape (exits, N, classes), float32."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        logits = model(torch.from_numpy(x[start : start + batch_size]))
+        chunks.append(torch.stack([F.softmax(z, dim=1) for z in logits]).numpy())
+    return np.concatenate(chunks, axis=1).astype(np.float32)
