@@ -1,0 +1,51 @@
+"""Reading a request body within `max_body_bytes`: refused with 413 before it is all read.
+
+Content-Length is checked up front; a chunked body is counted as it streams in. Triton
+clients may compress requests (Content-Encoding gzip or deflate); the limit then also
+bounds the decompressed size, so a small bomb cannot grow into a large allocation.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from fastapi import Request
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The (decompressed) body, or 413/415/400 naming the limit or header at fault."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in _WBITS and encoding != "identity":
+        raise UnsupportedMediaType("Content-Encoding: only gzip, deflate or identity")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(_too_large(max_bytes))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(_too_large(max_bytes))
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    return body if encoding == "identity" else _decompress(body, encoding, max_bytes)
+
+
+def _decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(_WBITS[encoding])
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error:
+        raise BadRequest(f"Content-Encoding: the body is not valid {encoding} data") from None
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise PayloadTooLarge(_too_large(max_bytes) + " (after decompression)")
+    if not inflater.eof:
+        raise BadRequest(f"Content-Encoding: the {encoding} data ends early")
+    return out
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"request body is larger than the {max_bytes} bytes allowed (max_body_bytes)"

@@ -1,0 +1,98 @@
+"""Per-model endpoints: metadata, readiness, Triton config and statistics.
+
+Each exists with and without `/versions/{model_version}`; without it the data plane picks
+the version that serves by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from service.api.context import dataplane, json_response, model_name, model_version
+from service.api.docs import LOOKUP_ERRORS, errors
+from service.errors import NotFound, NotReady
+from service.protocol.schema import ModelMetadataResponse, ModelReadyResponse
+
+router = APIRouter(tags=["models"])
+M = "/v2/models/{model_name}"
+MV = "/v2/models/{model_name}/versions/{model_version}"
+_STATS_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "Triton statistics JSON"}}
+_CONFIG_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "Triton model config JSON"}}
+
+
+@router.get("/v2/models/stats", name="model_stats", responses={**_STATS_DOC})
+async def all_stats(request: Request) -> Response:
+    """Statistics of every loaded model version (registered before `{model_name}`)."""
+    return json_response(dataplane(request).model_stats())
+
+
+@router.get(M, name="model_metadata", response_model=ModelMetadataResponse,
+            responses=LOOKUP_ERRORS)  # fmt: skip
+async def metadata(request: Request, model_name: str) -> Response:
+    return _metadata(request, model_name, None)
+
+
+@router.get(MV, name="model_metadata", response_model=ModelMetadataResponse,
+            responses=LOOKUP_ERRORS)  # fmt: skip
+async def version_metadata(request: Request, model_name: str, model_version: str) -> Response:
+    return _metadata(request, model_name, model_version)
+
+
+@router.get(f"{M}/ready", name="model_ready", response_model=ModelReadyResponse,
+            responses={**LOOKUP_ERRORS, **errors(503)})  # fmt: skip
+async def ready(request: Request, model_name: str) -> Response:
+    return _ready(request, model_name, None)
+
+
+@router.get(f"{MV}/ready", name="model_ready", response_model=ModelReadyResponse,
+            responses={**LOOKUP_ERRORS, **errors(503)})  # fmt: skip
+async def version_ready(request: Request, model_name: str, model_version: str) -> Response:
+    return _ready(request, model_name, model_version)
+
+
+@router.get(f"{M}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP_ERRORS})
+async def config(request: Request, model_name: str) -> Response:
+    return _config(request, model_name, None)
+
+
+@router.get(f"{MV}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP_ERRORS})
+async def version_config(request: Request, model_name: str, model_version: str) -> Response:
+    return _config(request, model_name, model_version)
+
+
+@router.get(f"{M}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP_ERRORS})
+async def stats(request: Request, model_name: str) -> Response:
+    return _stats(request, model_name, None)
+
+
+@router.get(f"{MV}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP_ERRORS})
+async def version_stats(request: Request, model_name: str, model_version: str) -> Response:
+    return _stats(request, model_name, model_version)
+
+
+def _metadata(request: Request, name: str, version: str | None) -> Response:
+    meta = dataplane(request).model_metadata(model_name(name), model_version(version))
+    return json_response(meta)
+
+
+def _ready(request: Request, name: str, version: str | None) -> Response:
+    """404 for a model or version the repository lacks; 503 while it is not serving."""
+    plane, name, version = dataplane(request), model_name(name), model_version(version)
+    if name not in plane.model_names():
+        raise NotFound(f"unknown model {name!r}")
+    if version is not None and version not in plane.versions(name):
+        raise NotFound(f"model {name!r} has no version {version!r}")
+    if not plane.model_ready(name, version):
+        raise NotReady(f"model {name!r} is not ready")
+    served = version or plane.manifest(name, None).version
+    return json_response({"name": name, "version": served, "ready": True})
+
+
+def _config(request: Request, name: str, version: str | None) -> Response:
+    return json_response(dataplane(request).model_config(model_name(name), model_version(version)))
+
+
+def _stats(request: Request, name: str, version: str | None) -> Response:
+    return json_response(dataplane(request).model_stats(model_name(name), model_version(version)))

@@ -1,0 +1,79 @@
+"""Starting and stopping what the app runs besides routes: the data plane and the metrics
+port. Both directions are idempotent, so the lifespan, the SIGTERM drain and a failed start
+can each call them without caring who was first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.dataplane import DataPlane
+
+log = logging.getLogger(__name__)
+# dataplane.stop() bounds itself by drain_timeout_s; this margin only guards against a hang.
+_STOP_MARGIN_S = 5.0
+
+
+class Lifecycle:
+    """Start once, stop once: data plane first up and last down, metrics port around it."""
+
+    def __init__(self, dataplane: DataPlane, settings: Settings, registry: CollectorRegistry):
+        self.dataplane, self.settings, self.registry = dataplane, settings, registry
+        self._started = False
+        self._stopping: asyncio.Future[None] | None = None
+        self._metrics: tuple[WSGIServer, threading.Thread] | None = None
+
+    async def start(self) -> None:
+        """Load and warm the models, then open the metrics port (scrapes only once serving)."""
+        if self._started:
+            return
+        self._started = True
+        await self.dataplane.start()
+        if self.settings.metrics_port:
+            self._metrics = start_http_server(
+                self.settings.metrics_port, self.settings.host, self.registry
+            )
+            log.info("metrics on http://%s:%d/metrics", self.settings.host,
+                     self.settings.metrics_port)  # fmt: skip
+
+    async def drain(self) -> None:
+        """Readiness off, answer what is queued and in flight, then close the metrics port."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        timeout = self.settings.drain_timeout_s + _STOP_MARGIN_S
+        try:
+            await asyncio.wait_for(self.dataplane.stop(), timeout)
+        except TimeoutError:
+            log.error("data plane did not stop within %.0f s", timeout)
+        finally:
+            await asyncio.to_thread(self._close_metrics)
+
+    def _close_metrics(self) -> None:
+        if self._metrics is not None:
+            server, thread = self._metrics
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._metrics = None
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.drain()

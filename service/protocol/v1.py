@@ -1,0 +1,52 @@
+"""The friendly v1 endpoint's codec: `{"instances": [...]}` in, `{"predictions": [...]}` out.
+
+An instance is one sample shaped like the model input, nested or flat. Exit-policy
+overrides go in an optional `parameters` object, as in v2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.manifest import Manifest
+from service.errors import BadRequest
+from service.protocol.json_body import load_object
+from service.protocol.parameters import parse_parameters
+from service.protocol.tensors import finite
+from service.types import InferenceInput, InferenceResult
+
+
+def decode_predict(body: bytes, manifest: Manifest, max_samples: int) -> InferenceInput:
+    """Parse and check a v1 predict request against the model's input spec."""
+    doc = load_object(body)
+    instances = doc.get("instances")
+    if not isinstance(instances, list) or not 1 <= len(instances) <= max_samples:
+        raise BadRequest(f"instances: must be a list of 1 to {max_samples} samples")
+    options = parse_parameters(doc.get("parameters"), manifest.num_exits)
+    shape = manifest.input.shape
+    try:
+        arr = np.asarray(instances, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise BadRequest("instances: each must be numbers nested like the input "
+                         f"{shape}, all of the same shape") from None  # fmt: skip
+    n = len(instances)
+    if list(arr.shape[1:]) != shape and arr.shape[1:] != (math.prod(shape),):
+        raise BadRequest(f"instances: each must have shape {shape} or be "
+                         f"{math.prod(shape)} flat numbers, got {list(arr.shape[1:])}")  # fmt: skip
+    data = finite(arr.reshape(n, *shape), "instances")
+    return InferenceInput(manifest.name, manifest.version, data, options.policy)
+
+
+def encode_predict(result: InferenceResult) -> bytes:
+    """One prediction per instance, in request order (numpy scalars keep FP32's short form)."""
+    predictions: list[dict[str, Any]] = [
+        {"label": label, "confidence": conf, "exit": exit_k, "probabilities": p}
+        for label, conf, exit_k, p in zip(
+            result.label, result.confidence, result.exit_index, result.probabilities, strict=True
+        )
+    ]
+    return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,107 @@
+"""Decoding a v2 infer request body (JSON, or JSON header + binary tensors) on the hot path.
+
+The body is parsed once with orjson and the tensor data goes straight into numpy; no
+pydantic model walks the arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.manifest import Manifest
+from service.errors import BadRequest
+from service.protocol.json_body import load_object, show
+from service.protocol.outputs import OutputRequest, parse_outputs
+from service.protocol.parameters import parse_parameters
+from service.protocol.tensors import F32, check_shape, from_binary, from_json
+from service.types import InferenceInput
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class DecodedInfer:
+    """A checked request: what the data plane runs and how the answer is to be encoded."""
+
+    request: InferenceInput
+    request_id: str | None
+    outputs: tuple[OutputRequest, ...]
+
+
+def decode_infer(
+    body: bytes, header_length: str | None, manifest: Manifest, max_samples: int
+) -> DecodedInfer:
+    """Parse and check a v2 infer request against the model's input spec."""
+    head, tail = split_body(body, header_length)
+    doc = load_object(head, "request JSON")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("id: must be a string")
+    options = parse_parameters(doc.get("parameters"), manifest.num_exits)
+    data = _input(doc.get("inputs"), tail, manifest, max_samples)
+    outputs = parse_outputs(doc.get("outputs"), options.binary_output)
+    request = InferenceInput(manifest.name, manifest.version, data, options.policy,
+                             request_id or "")  # fmt: skip
+    return DecodedInfer(request, request_id, outputs)
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
+    """The JSON header and the binary tail, split where the request header says."""
+    view = memoryview(body)
+    if header_length is None:
+        return view, view[len(view) :]
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 < n <= len(body):
+        raise BadRequest(f"{HEADER_LENGTH}: must be the JSON header's byte count, between "
+                         f"1 and the body's {len(body)}, got {show(header_length)}")  # fmt: skip
+    return view[:n], view[n:]
+
+
+def _input(raw: object, tail: memoryview, manifest: Manifest, max_samples: int) -> F32:
+    """The one input tensor, from JSON `data` or from the binary tail (which it must fill)."""
+    spec = manifest.input
+    if not isinstance(raw, list) or len(raw) != 1:
+        raise BadRequest(f"inputs: must be a list holding one tensor named {spec.name!r}")
+    tensor, field = raw[0], "inputs[0]"
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"{field}: must be an object with name, shape, datatype and data")
+    if tensor.get("name") != spec.name:
+        raise BadRequest(f"{field}.name: this model's input is {spec.name!r}, "
+                         f"got {show(tensor.get('name'))}")  # fmt: skip
+    shape = check_shape(tensor.get("shape"), spec, f"{field}.shape", max_samples)
+    datatype = tensor.get("datatype")
+    size = _binary_size(tensor, field)
+    if size is None:
+        _no_stray_bytes(tail, 0)
+        if "data" not in tensor:
+            raise BadRequest(f"{field}.data: missing; send data or parameters.binary_data_size")
+        return from_json(tensor["data"], datatype, shape, field)
+    if "data" in tensor:
+        raise BadRequest(f"{field}: send either data or parameters.binary_data_size, not both")
+    if size > len(tail):
+        raise BadRequest(f"{field}.parameters.binary_data_size: {size} bytes declared, but only "
+                         f"{len(tail)} follow the JSON header (see {HEADER_LENGTH})")  # fmt: skip
+    _no_stray_bytes(tail, size)
+    return from_binary(tail[:size], datatype, shape, field)
+
+
+def _binary_size(tensor: dict[str, Any], field: str) -> int | None:
+    params = tensor.get("parameters")
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise BadRequest(f"{field}.parameters: must be a JSON object")
+    size = params.get("binary_data_size")
+    if size is not None and (type(size) is not int or size < 0):
+        raise BadRequest(f"{field}.parameters.binary_data_size: must be a byte count")
+    return size
+
+
+def _no_stray_bytes(tail: memoryview, used: int) -> None:
+    if len(tail) != used:
+        raise BadRequest(f"{HEADER_LENGTH}: {len(tail)} bytes follow the JSON header, but the "
+                         f"inputs declare {used} bytes of binary data")  # fmt: skip
