@@ -57,7 +57,7 @@ class RequestMetrics:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         # FastAPI routes set scope["route"]; Starlette's own (openapi, docs) only "endpoint".
         route = scope.get("route") or scope.get("endpoint")
-        endpoint = getattr(route, "name", None) or getattr(route, "__name__", UNMATCHED)
+        endpoint = str(getattr(route, "name", None) or getattr(route, "__name__", UNMATCHED))
         name = scope.get("path_params", {}).get("model_name")
         model = name if name is not None and name in self.model_names() else UNKNOWN
         self.metrics.record_request(model, endpoint, status, seconds)

@@ -1,7 +1,7 @@
 """Request `parameters`: the exit-policy overrides, type-checked, each error naming its key.
 
-Range checks that need the model (max_exit against its number of exits) happen here too,
-so that the message can name `parameters.max_exit`; the data plane checks again.
+Only types are checked here; ranges that depend on the model and policy (max_exit against
+the number of exits, a threshold's bounds) are the data plane's, which names the key too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class RequestOptions:
     binary_output: bool
 
 
-def parse_parameters(raw: object, num_exits: int, where: str = "parameters") -> RequestOptions:
+def parse_parameters(raw: object, where: str = "parameters") -> RequestOptions:
     """Check every key of a request's `parameters` object and build the policy override."""
     if raw is None:
         return RequestOptions(PolicyOverride(), False)
@@ -41,8 +41,8 @@ def parse_parameters(raw: object, num_exits: int, where: str = "parameters") -> 
     policy = PolicyOverride(
         policy=_policy(raw.get("policy"), f"{where}.policy"),
         threshold=_threshold(raw.get("threshold"), f"{where}.threshold"),
-        patience=_integer(raw.get("patience"), f"{where}.patience", 1, num_exits),
-        max_exit=_integer(raw.get("max_exit"), f"{where}.max_exit", 0, num_exits - 1),
+        patience=_integer(raw.get("patience"), f"{where}.patience"),
+        max_exit=_integer(raw.get("max_exit"), f"{where}.max_exit"),
         full_depth=_boolean(raw.get("full_depth"), f"{where}.full_depth"),
     )
     return RequestOptions(policy, _boolean(raw.get(BINARY_OUTPUT), f"{where}.{BINARY_OUTPUT}"))
@@ -64,13 +64,11 @@ def _threshold(value: Any, field: str) -> float | None:
     return float(value)
 
 
-def _integer(value: Any, field: str, low: int, high: int) -> int | None:
+def _integer(value: Any, field: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"{field}: must be an integer")
-    if not low <= value <= high:
-        raise BadRequest(f"{field}: must be between {low} and {high} for this model")
     return value
 
 

@@ -26,7 +26,7 @@ def decode_predict(body: bytes, manifest: Manifest, max_samples: int) -> Inferen
     instances = doc.get("instances")
     if not isinstance(instances, list) or not 1 <= len(instances) <= max_samples:
         raise BadRequest(f"instances: must be a list of 1 to {max_samples} samples")
-    options = parse_parameters(doc.get("parameters"), manifest.num_exits)
+    options = parse_parameters(doc.get("parameters"))
     shape = manifest.input.shape
     try:
         arr = np.asarray(instances, dtype=np.float32)

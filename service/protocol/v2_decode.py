@@ -38,7 +38,7 @@ def decode_infer(
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("id: must be a string")
-    options = parse_parameters(doc.get("parameters"), manifest.num_exits)
+    options = parse_parameters(doc.get("parameters"))
     data = _input(doc.get("inputs"), tail, manifest, max_samples)
     outputs = parse_outputs(doc.get("outputs"), options.binary_output)
     request = InferenceInput(manifest.name, manifest.version, data, options.policy,
