@@ -1,0 +1,195 @@
+"""The transport-agnostic data plane: readiness, model lookup, validation and inference.
+
+The HTTP layer parses and serialises; everything below it goes through here. Construction
+does no I/O; `start` loads and warms every model, `stop` drains. Records what happens below
+the HTTP layer (in-flight requests, batches, exits) into the Metrics passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.manifest import Manifest
+from service import introspection
+from service.errors import BadRequest, NotReady, RequestTimeout
+from service.metrics import Metrics
+from service.policies import resolve_policy
+from service.registry import ModelRegistry
+from service.scheduler import BatchTrace
+from service.settings import Settings
+from service.types import InferenceInput, InferenceResult
+
+log = logging.getLogger(__name__)
+NP_DTYPES = {"FP32": np.float32, "FP16": np.float16}
+
+
+class DataPlane:
+    """What the HTTP layer calls; one per server process (or per test)."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, *, trace: BatchTrace | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._trace = trace
+        self._executor: ThreadPoolExecutor | None = None
+        self._registry: ModelRegistry | None = None
+        self._started = False
+        self._draining = False
+        self._stopped = False
+        self._ids = itertools.count(1)
+        self._last_inference: dict[tuple[str, str], int] = {}
+
+    async def start(self) -> None:
+        """Load and warm every model in the repository; then the server is ready."""
+        self._executor = ThreadPoolExecutor(
+            self.settings.executor_threads, thread_name_prefix="exitserve-stage"
+        )
+        self._registry = ModelRegistry(self.settings, self.metrics, self._executor, self._trace)
+        await self._registry.load_all()
+        self._started = True
+        log.info("data plane ready: %s", self._registry.names())
+
+    async def stop(self) -> None:
+        """Not ready at once; answer what is queued (up to drain_timeout_s); close sessions."""
+        self._draining = True
+        if self._registry is not None:
+            await self._registry.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped = True
+
+    @property
+    def live(self) -> bool:
+        return not self._stopped
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._draining and bool(self.model_names())
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            raise NotReady("the server is starting")
+        return self._registry
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        if not self._started or self._draining or self._registry is None:
+            return False
+        return name in self._registry.names() and (
+            version is None or version in self._registry.versions(name)
+        )
+
+    def manifest(self, name: str, version: str | None = None) -> Manifest:
+        return self.registry.get(name, version).manifest
+
+    def versions(self, name: str) -> list[str]:
+        return [] if self._registry is None else self._registry.versions(name)
+
+    def model_names(self) -> list[str]:
+        return [] if self._registry is None else self._registry.names()
+
+    def server_metadata(self) -> dict[str, Any]:
+        return introspection.server_metadata()
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        manifest = self.manifest(name, version)
+        return introspection.model_metadata(manifest, self.versions(name))
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        loaded = self.registry.get(name, version)
+        return introspection.model_config(
+            loaded.manifest,
+            self.settings.batching_for(name),
+            self.settings.max_samples_per_request,
+            on_gpu=loaded.runtime.placement.device_type == "cuda",
+        )
+
+    def model_stats(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        """Triton statistics for one version, every version of a model, or every model."""
+        if name is not None:
+            manifests = (
+                [self.manifest(name, version)] if version is not None
+                else [self.manifest(name, v) for v in self.versions(name)]
+            )  # fmt: skip
+            if not manifests:
+                self.manifest(name)  # raises NotFound
+        else:
+            manifests = [item.manifest for item in self.registry.loaded()]
+        stats = [
+            introspection.version_stats(
+                self.metrics, m, self._last_inference.get((m.name, m.version), 0)
+            )
+            for m in manifests
+        ]
+        return {"model_stats": stats}
+
+    async def load_model(self, name: str, version: str | None = None) -> list[str]:
+        """(Re)load a model from the repository; the old versions serve until it is warm."""
+        if self._draining:
+            raise NotReady("the server is shutting down")
+        return await self.registry.load(name, version)
+
+    async def unload_model(self, name: str, version: str | None = None) -> None:
+        await self.registry.unload(name, version)
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Triton's repository index: every version on disk, with its state."""
+        registry = self.registry
+        out = []
+        for name, versions in registry.scan().items():
+            loaded = set(registry.versions(name))
+            for v in versions:
+                entry = {
+                    "name": name,
+                    "version": v,
+                    "state": "READY" if v in loaded else "UNAVAILABLE",
+                }
+                if v not in loaded:
+                    entry["reason"] = registry.errors.get((name, v), "unloaded")
+                out.append(entry)
+        return out
+
+    async def infer(self, request: InferenceInput) -> InferenceResult:
+        """Validate, queue at stage 0 and wait (bounded) for every row's answer."""
+        if not self._started or self._draining:
+            raise NotReady("the server is shutting down" if self._draining else "starting")
+        loaded = self.registry.get(request.model, request.version)
+        data = check_input(loaded.manifest, request.data)
+        policy = resolve_policy(loaded.manifest, request.policy)
+        job_id = request.request_id or f"r{next(self._ids)}"
+        timeout = self.settings.request_timeout_s
+        gauge = self.metrics.inflight.labels(request.model)
+        gauge.inc()
+        try:
+            future = loaded.pipeline.submit(job_id, data, policy, timeout)
+            try:
+                result = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise RequestTimeout(f"request took longer than {timeout:g} s") from None
+        finally:
+            gauge.dec()
+        self._last_inference[(result.model, result.version)] = int(time.time() * 1000)
+        return result
+
+
+def check_input(manifest: Manifest, data: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The request's tensor as the model's input dtype; BadRequest names what is wrong."""
+    expected = [-1, *manifest.input.shape]
+    shape = list(data.shape)
+    if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
+        raise BadRequest(f"inputs[0].shape must be {expected} (at least one sample), got {shape}")
+    if data.dtype.kind not in "fiu":
+        raise BadRequest(f"inputs[0] must be numeric, got {data.dtype}")
+    data = np.ascontiguousarray(data, dtype=NP_DTYPES[manifest.input.datatype])
+    if not np.isfinite(data).all():
+        raise BadRequest("inputs[0] contains NaN or infinity")
+    return data

@@ -1,0 +1,150 @@
+"""What moves through the stages: requests in flight (jobs) and blocks of their rows.
+
+A `Packet` is the unit a stage queue holds: one hidden-state tensor and the `Span`s that
+say which request each of its rows belongs to. A request enters stage 0 as one packet;
+the survivors of one stage batch leave as one packet, so queue work is per packet and
+per request, never per sample, and on a GPU survivors cost one Gather, not one per request.
+
+Threading: futures, `remaining` and `dead` are written on the event loop only; the worker
+threads write a job's result rows (disjoint per stage, each row exactly once) and read
+`dead` to skip rows whose client is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from service.policies import ExitPolicy
+from service.runtime import Hidden
+from service.types import InferenceResult
+
+Rows = npt.NDArray[np.int64]
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its policy, deadline, future and the result rows filled as rows exit."""
+
+    id: str
+    model: str
+    version: str
+    policy: ExitPolicy
+    deadline: float
+    future: asyncio.Future[InferenceResult]
+    label: npt.NDArray[np.int64]
+    probs: npt.NDArray[np.float32]
+    confidence: npt.NDArray[np.float32]
+    exit_index: npt.NDArray[np.int32]
+    remaining: int
+    dead: bool = False
+
+    @classmethod
+    def create(
+        cls, job_id: str, model: str, version: str, rows: int, classes: int,
+        policy: ExitPolicy, deadline: float,
+    ) -> Job:  # fmt: skip
+        future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        return cls(
+            id=job_id, model=model, version=version, policy=policy, deadline=deadline,
+            future=future, label=np.full(rows, -1, dtype=np.int64),
+            probs=np.zeros((rows, classes), dtype=np.float32),
+            confidence=np.zeros(rows, dtype=np.float32),
+            exit_index=np.full(rows, -1, dtype=np.int32), remaining=rows,
+        )  # fmt: skip
+
+    def rows_done(self, count: int) -> None:
+        """Count answered rows; the last one resolves the future (event loop only)."""
+        self.remaining -= count
+        if self.remaining <= 0 and not self.future.done():
+            self.future.set_result(
+                InferenceResult(
+                    model=self.model, version=self.version, label=self.label,
+                    probabilities=self.probs, confidence=self.confidence,
+                    exit_index=self.exit_index,
+                )
+            )  # fmt: skip
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer the request with an error, once; its queued rows are then skipped."""
+        self.dead = True
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def write(self, rows: Rows, probs: npt.NDArray[np.float32], label: Rows, exit_: int) -> None:
+        """Store exited rows' answers (worker thread; rows are disjoint between stages)."""
+        self.probs[rows] = probs
+        self.label[rows] = label
+        self.confidence[rows] = probs.max(axis=1) if len(probs) else 0.0
+        self.exit_index[rows] = exit_
+
+
+@dataclass(eq=False)
+class Span:
+    """Consecutive packet rows that belong to one job: `rows` are the job's row indices."""
+
+    job: Job
+    rows: Rows
+
+
+@dataclass(eq=False)
+class Packet:
+    """A block of rows waiting for a stage, with the state their policy carries."""
+
+    x: Hidden
+    spans: list[Span]
+    pred: Rows
+    streak: npt.NDArray[np.int32]
+    queued_at: float
+    start: int = 0  # rows before it were already claimed by a batch
+    offsets: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.offsets = [0]
+        for span in self.spans:
+            self.offsets.append(self.offsets[-1] + len(span.rows))
+
+    @property
+    def size(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def left(self) -> int:
+        """Rows not yet claimed."""
+        return self.size - self.start
+
+    def alive(self) -> bool:
+        return any(not s.job.dead for s in self.spans)
+
+    @classmethod
+    def entry(cls, job: Job, x: Hidden, now: float) -> Packet:
+        """A request's rows as they enter stage 0."""
+        n = job.remaining
+        return cls(
+            x=x, spans=[Span(job, np.arange(n, dtype=np.int64))],
+            pred=np.full(n, -1, dtype=np.int64), streak=np.zeros(n, dtype=np.int32),
+            queued_at=now,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Rows [start, stop) of a packet, taken into one batch."""
+
+    packet: Packet
+    start: int
+    stop: int
+
+    def pieces(self) -> list[tuple[Job, int, int, Rows]]:
+        """(job, lo, hi, job rows) for each span's part inside the claim; lo/hi are rows of
+        the packet."""
+        out = []
+        offsets = self.packet.offsets
+        for i, span in enumerate(self.packet.spans):
+            lo, hi = max(offsets[i], self.start), min(offsets[i + 1], self.stop)
+            if lo < hi:
+                out.append((span.job, lo, hi, span.rows[lo - offsets[i] : hi - offsets[i]]))
+        return out

@@ -1,0 +1,207 @@
+"""Which model versions are loaded; loading, reloading and unloading them at run time.
+
+A (re)load builds and warms every new version off the event loop first and swaps the
+table only when all of them work, so a broken version leaves the old one serving. The
+swap is one dict assignment on the event loop, between requests: a request either sees
+the old pipeline (which then drains) or the new one. Model and version names come from
+the repository's folders and are checked against the manifest's patterns, never taken
+as paths from a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.manifest import MANIFEST_FILE, NAME_PATTERN, Manifest, ManifestError, load_manifest
+from service.errors import BadRequest, NotFound
+from service.metrics import Metrics
+from service.runtime import ModelRuntime
+from service.scheduler import BatchTrace, Pipeline, PipelineSpec
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+VERSION_PATTERN = r"^[0-9]{1,9}$"
+
+
+class ModelLoadError(BadRequest):
+    """A version that cannot be served; the message names the problem, never a path."""
+
+
+@dataclass
+class Loaded:
+    """One serving model version."""
+
+    manifest: Manifest
+    runtime: ModelRuntime
+    pipeline: Pipeline
+
+
+class ModelRegistry:
+    """The loaded versions of every model; mutated on the event loop only."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, executor: Executor,
+        trace: BatchTrace | None = None,
+    ) -> None:  # fmt: skip
+        self._settings = settings
+        self._metrics = metrics
+        self._executor = executor
+        self._trace = trace
+        self._models: dict[str, dict[str, Loaded]] = {}
+        self.errors: dict[tuple[str, str], str] = {}  # last load error per version
+
+    def scan(self) -> dict[str, list[str]]:
+        """Model name -> versions found on disk (folders holding a manifest)."""
+        found: dict[str, list[str]] = {}
+        root = self._settings.model_repository
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            if not re.match(NAME_PATTERN, model_dir.name):
+                continue
+            versions = [
+                v.name for v in model_dir.iterdir()
+                if re.match(VERSION_PATTERN, v.name) and (v / MANIFEST_FILE).is_file()
+            ]  # fmt: skip
+            if versions:
+                found[model_dir.name] = sorted(versions, key=int)
+        return found
+
+    async def load_all(self) -> None:
+        """Load every model on disk; a broken one is logged and left out."""
+        for name in self.scan():
+            try:
+                await self.load(name)
+            except ModelLoadError as exc:
+                log.error("not serving model '%s': %s", name, exc.message)
+
+    async def load(self, name: str, version: str | None = None) -> list[str]:
+        """(Re)load a model's versions on disk (or one), warm them, then swap them in."""
+        _check_name(name, version)
+        on_disk = self.scan().get(name, [])
+        wanted = on_disk if version is None else [v for v in on_disk if v == version]
+        if not wanted:
+            what = f"model '{name}'" + ("" if version is None else f" version '{version}'")
+            raise ModelLoadError(f"{what} is not in the model repository")
+        built: list[Loaded] = []
+        try:
+            for v in wanted:
+                built.append(await asyncio.to_thread(self._build, name, v))
+        except ModelLoadError:
+            for item in built:
+                item.runtime.close()
+            raise
+        stale = self._swap(name, built, replace_all=version is None)
+        await self._retire(stale)
+        return wanted
+
+    def _build(self, name: str, version: str) -> Loaded:
+        """Blocking: read the manifest, create and warm the sessions (worker thread)."""
+        folder = self._settings.model_repository / name / version
+        try:
+            manifest = load_manifest(folder)
+            if (manifest.name, manifest.version) != (name, version):
+                raise ManifestError(f"manifest names {manifest.name}/{manifest.version}")
+            batching = self._settings.batching_for(name)
+            runtime = ModelRuntime(manifest, folder, self._settings)
+            runtime.warm_up(sorted({1, batching.max_batch_size}))
+        except Exception as exc:  # corrupt ONNX, missing files, bad manifest, provider
+            reason = _reason(exc, folder)
+            self.errors[(name, version)] = reason
+            log.error("model '%s' version '%s' failed to load: %r", name, version, exc)
+            raise ModelLoadError(f"model '{name}' version '{version}': {reason}") from exc
+        self.errors.pop((name, version), None)
+        spec = PipelineSpec(
+            model=name, version=version, classes=len(manifest.labels),
+            macs=tuple(s.macs for s in manifest.segments), batching=batching,
+            max_queue_samples=self._settings.max_queue_samples,
+        )  # fmt: skip
+        pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace)
+        return Loaded(manifest, runtime, pipeline)
+
+    def _swap(self, name: str, built: list[Loaded], replace_all: bool) -> list[Loaded]:
+        """Put the new versions in service; return the ones they replace."""
+        current = dict(self._models.get(name, {}))
+        replaced = [b.manifest.version for b in built if b.manifest.version in current]
+        stale = list(current.values()) if replace_all else [current[v] for v in replaced]
+        table = {} if replace_all else current
+        for item in built:
+            item.pipeline.start()
+            table[item.manifest.version] = item
+            share = item.manifest.calibration.exit_distribution if item.manifest.calibration else []
+            self._metrics.model_loaded(name, item.manifest.version, share)
+        self._models[name] = table
+        for item in stale:
+            if item.manifest.version not in table:
+                self._metrics.model_unloaded(name, item.manifest.version)
+        return stale
+
+    async def unload(self, name: str, version: str | None = None) -> None:
+        """Stop serving a model (or one version) after its queued requests are answered."""
+        _check_name(name, version)
+        table = self._models.get(name, {})
+        if not table or (version is not None and version not in table):
+            raise self._not_found(name, version)
+        gone = list(table.values()) if version is None else [table[version]]
+        remaining = {v: item for v, item in table.items() if item not in gone}
+        if remaining:
+            self._models[name] = remaining
+        else:
+            self._models.pop(name, None)
+        for item in gone:
+            self._metrics.model_unloaded(name, item.manifest.version)
+        await self._retire(gone)
+
+    async def _retire(self, items: list[Loaded]) -> None:
+        """Drain replaced pipelines (bounded), then close them and their sessions."""
+        timeout = self._settings.drain_timeout_s
+        await asyncio.gather(*(item.pipeline.drain(timeout) for item in items))
+        for item in items:
+            await item.pipeline.close()
+            item.runtime.close()
+
+    async def close(self) -> None:
+        """Drain and close everything (shutdown)."""
+        items = [item for table in self._models.values() for item in table.values()]
+        self._models.clear()
+        await self._retire(items)
+
+    def get(self, name: str, version: str | None = None) -> Loaded:
+        """A loaded version; the highest loaded one when `version` is None."""
+        table = self._models.get(name)
+        if not table or (version is not None and version not in table):
+            raise self._not_found(name, version)
+        return table[version] if version is not None else table[max(table, key=int)]
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self._models.get(name, {}), key=int)
+
+    def loaded(self) -> list[Loaded]:
+        return [self._models[n][v] for n in self.names() for v in self.versions(n)]
+
+    def _not_found(self, name: str, version: str | None) -> NotFound:
+        if name not in self._models or version is None:
+            return NotFound(f"model '{name}' is not loaded")
+        return NotFound(f"model '{name}' has no version '{version}'")
+
+
+def _check_name(name: str, version: str | None) -> None:
+    if not re.match(NAME_PATTERN, name):
+        raise BadRequest(f"model name '{name[:64]}' is not a valid model name")
+    if version is not None and not re.match(VERSION_PATTERN, version):
+        raise BadRequest(f"model version '{version[:16]}' must be a positive integer")
+
+
+def _reason(exc: Exception, folder: Path) -> str:
+    """A client-safe reason: the manifest's own message, else the kind of failure."""
+    if isinstance(exc, ManifestError):
+        return str(exc).replace(str(folder), "<version>")
+    if exc.__class__.__module__.startswith("onnxruntime"):
+        return "a segment is not a valid ONNX model for onnxruntime"
+    return f"{type(exc).__name__} while creating sessions"

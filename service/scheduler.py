@@ -1,0 +1,185 @@
+"""Stage batching for one model version: a queue and batcher per segment, survivors merged.
+
+Each stage loop collects a batch, runs it on the shared bounded executor (so segments of
+different stages overlap) and then, back on the event loop, answers the requests whose
+last rows exited and queues the survivors for the next stage, where they meet survivors
+of other batches. A segment run that raises fails exactly the requests in that batch;
+the loop carries on. Admission is the only place load is refused, so no accepted row is
+ever dropped between stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.batch import Outcome, SegmentRunner, run_batch
+from service.errors import InferenceFailed, NotReady, Overloaded
+from service.jobs import Claim, Job, Packet
+from service.metrics import Metrics
+from service.policies import ExitPolicy
+from service.settings import BatchingConfig
+from service.stage import Stage
+from service.types import InferenceResult
+
+log = logging.getLogger(__name__)
+
+BatchTrace = Callable[[int, list[str]], None]
+IDLE_POLL_S = 0.5  # how often an idle stage loop looks up; only matters for shutdown
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What a pipeline needs to know about its model version."""
+
+    model: str
+    version: str
+    classes: int
+    macs: tuple[int, ...]  # per segment
+    batching: BatchingConfig
+    max_queue_samples: int
+
+
+class Pipeline:
+    """The stages of one loaded model version and the requests in flight through them."""
+
+    def __init__(
+        self, spec: PipelineSpec, runner: SegmentRunner, executor: Executor, metrics: Metrics,
+        trace: BatchTrace | None = None,
+    ) -> None:  # fmt: skip
+        self.spec = spec
+        self._runner = runner
+        self._executor = executor
+        self._metrics = metrics
+        self._trace = trace
+        delay = spec.batching.max_queue_delay_ms / 1000.0
+        self.stages = [
+            Stage(k, spec.batching.max_batch_size, delay, self._depth_setter(k))
+            for k in range(len(spec.macs))
+        ]
+        self._jobs: set[Job] = set()
+        self._idle = asyncio.Event()  # set while no request is in flight
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    def _depth_setter(self, k: int) -> Callable[[int], None]:
+        gauge = self._metrics.queue_depth.labels(self.spec.model, self.spec.version, str(k))
+        return gauge.set
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    def start(self) -> None:
+        """Start one loop per stage on the running event loop."""
+        self._tasks = [
+            asyncio.create_task(self._stage_loop(stage), name=f"{self.spec.model}-stage{k}")
+            for k, stage in enumerate(self.stages)
+        ]
+
+    def submit(
+        self, job_id: str, data: npt.NDArray[np.floating], policy: ExitPolicy, timeout_s: float
+    ) -> asyncio.Future[InferenceResult]:
+        """Queue a request's rows at stage 0; Overloaded when the queues are full."""
+        if self._closing:
+            raise NotReady(f"model '{self.spec.model}' version '{self.spec.version}' is unloading")
+        self._admit(len(data))
+        now = time.monotonic()
+        spec = self.spec
+        job = Job.create(
+            job_id, spec.model, spec.version, len(data), spec.classes, policy, now + timeout_s
+        )
+        self._jobs.add(job)
+        self._idle.clear()
+        job.future.add_done_callback(lambda _: self._forget(job))
+        self.stages[0].put(Packet.entry(job, data, now))
+        return job.future
+
+    def _admit(self, rows: int) -> None:
+        """Refuse new rows while stage 0 or any later stage holds too many."""
+        limit = self.spec.max_queue_samples
+        first, later = self.stages[0], self.stages[1:]
+        if first.rows + rows > limit or any(s.rows > limit for s in later):
+            queued = sum(s.rows for s in self.stages)
+            raise Overloaded(
+                f"model '{self.spec.model}' is overloaded ({queued} samples queued); retry later"
+            )
+
+    def _forget(self, job: Job) -> None:
+        job.dead = True  # a cancelled or timed-out request's rows are skipped from now on
+        self._jobs.discard(job)
+        if not self._jobs:
+            self._idle.set()
+
+    async def _stage_loop(self, stage: Stage) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            claims = await stage.collect(IDLE_POLL_S)
+            if not claims:
+                continue
+            try:
+                outcome = await loop.run_in_executor(
+                    self._executor, run_batch, self._runner, stage.index, claims
+                )
+                self._apply(stage.index, outcome)
+            except Exception as exc:  # the batch's requests fail; the stage goes on
+                self._fail(stage.index, claims, exc)
+
+    def _apply(self, k: int, outcome: Outcome) -> None:
+        """Back on the loop: record, answer finished requests, forward survivors."""
+        if not outcome.jobs:
+            return
+        spec = self.spec
+        self._metrics.record_batch(
+            spec.model, spec.version, k, outcome.size, outcome.seconds, outcome.waits
+        )
+        used, full = sum(spec.macs[: k + 1]), sum(spec.macs)
+        for job, count in outcome.answered:
+            for _ in range(count):
+                self._metrics.record_exit(spec.model, spec.version, k, used, full)
+            job.rows_done(count)
+        if outcome.forward is not None:
+            self.stages[k + 1].put(outcome.forward)
+        if self._trace is not None:
+            self._trace(k, [job.id for job in outcome.jobs])
+
+    def _fail(self, k: int, claims: list[Claim], exc: Exception) -> None:
+        """Every request with rows in the failed batch gets one clean 500."""
+        spec = self.spec
+        log.error("%s v%s segment %d failed: %r", spec.model, spec.version, k, exc)
+        self._metrics.batch_failures.labels(spec.model, spec.version, str(k)).inc()
+        message = (
+            f"inference failed in segment {k} of model '{spec.model}' version '{spec.version}'"
+        )
+        for claim in claims:
+            for job, *_ in claim.pieces():
+                job.fail(InferenceFailed(message))
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests and wait for those in flight; True if all were answered."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Answer whatever is left with NotReady and stop the stage loops."""
+        self._closing = True
+        for stage in self.stages:
+            stage.clear()
+        for job in list(self._jobs):
+            job.fail(NotReady(f"model '{self.spec.model}' was unloaded before answering"))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []

@@ -1,0 +1,106 @@
+"""One segment's queue and dynamic batcher: max batch size, max queue delay.
+
+Like Triton's dynamic batcher: once a packet waits, the stage collects more until the
+batch is full or the oldest packet has waited `max_delay_s`. A batch may take part of a
+packet (the rest stays at the head), so one large request never exceeds the batch size.
+Packets whose requests are gone (answered with an error, cancelled, past their deadline)
+are dropped here, before they cost a segment run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from service.errors import RequestTimeout
+from service.jobs import Claim, Packet
+
+
+class Stage:
+    """A bounded-by-admission queue of packets in front of segment `index` (event loop only)."""
+
+    def __init__(
+        self, index: int, max_batch: int, max_delay_s: float,
+        on_depth: Callable[[int], None] = lambda rows: None,
+    ) -> None:  # fmt: skip
+        self.index = index
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.rows = 0  # unclaimed rows queued, dead ones included until dropped
+        self._queue: deque[Packet] = deque()
+        self._wake = asyncio.Event()
+        self._on_depth = on_depth
+
+    def put(self, packet: Packet) -> None:
+        self._queue.append(packet)
+        self.rows += packet.left
+        self._on_depth(self.rows)
+        self._wake.set()
+
+    def clear(self) -> list[Packet]:
+        """Empty the queue (shutdown); the caller answers the packets' requests."""
+        packets = list(self._queue)
+        self._queue.clear()
+        self.rows = 0
+        self._on_depth(0)
+        return packets
+
+    async def collect(self, idle_s: float) -> list[Claim]:
+        """The next batch, or [] when nothing arrived within `idle_s`."""
+        if not self._queue and not await self._woken(idle_s):
+            return []
+        self._drop_dead(time.monotonic())
+        if not self._queue:
+            return []
+        deadline = self._queue[0].queued_at + self.max_delay_s
+        while self.rows < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self._woken(left):
+                break
+        return self._claim()
+
+    async def _woken(self, timeout: float) -> bool:
+        """Whether a packet was put within `timeout` seconds."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _claim(self) -> list[Claim]:
+        claims: list[Claim] = []
+        taken = 0
+        while self._queue and taken < self.max_batch:
+            packet = self._queue[0]
+            if not self._keep(packet, time.monotonic()):
+                self._pop()
+                continue
+            m = min(packet.left, self.max_batch - taken)
+            claims.append(Claim(packet, packet.start, packet.start + m))
+            packet.start += m
+            self.rows -= m
+            taken += m
+            if packet.left == 0:
+                self._queue.popleft()
+        self._on_depth(self.rows)
+        return claims
+
+    def _drop_dead(self, now: float) -> None:
+        while self._queue and not self._keep(self._queue[0], now):
+            self._pop()
+        self._on_depth(self.rows)
+
+    def _pop(self) -> None:
+        self.rows -= self._queue.popleft().left
+
+    @staticmethod
+    def _keep(packet: Packet, now: float) -> bool:
+        """Expire requests past their deadline; keep the packet if any request still waits."""
+        for span in packet.spans:
+            job = span.job
+            if not job.dead and now > job.deadline:
+                job.fail(RequestTimeout(f"request '{job.id}' timed out in the queue"))
+        return packet.alive()
