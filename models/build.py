@@ -7,6 +7,7 @@ and the test fixtures; the bundled and the tiny test models differ only in their
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from models.data import Splits
 from models.multiexit import MultiExitNet
 from models.sources import SplitSizes, load_splits
 from models.train import TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,17 @@ def train_model(config: BuildConfig) -> Trained:
         percentiles=config.percentiles,
         **config.arch_options,
     )
+    log.info(
+        "%s: %s with exits after units %s, %d train / %d val / %d test samples",
+        config.name,
+        config.arch,
+        list(model.config.cuts),
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+    )
     result = train(model, splits.train, config.train)
+    log.info("trained in %.0fs on %s", result.seconds, result.device)
     return Trained(model, splits, result)
 
 

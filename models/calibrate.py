@@ -5,6 +5,8 @@ shared threshold grid is swept over all early exits (this sweep is also the repo
 accuracy/compute curve); then a greedy per-exit pass, first exit first, lowers compute
 further while validation accuracy stays >= final-exit accuracy - tolerance. The compute
 fraction of a sample is the cumulative cost of the exit it takes over the full-depth cost.
+A one-sided safety margin (SAFETY_Z standard errors of the paired accuracy drop) keeps the
+search from fitting validation noise, so the tolerance also holds on the test set.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from models.data import FloatArray, IntArray
 POLICIES = ("confidence", "entropy", "margin")
 GRID_POINTS = 160
 GREEDY_PASSES = 2
+# one-sided margin, in standard errors of the validation accuracy drop (about 84% coverage)
+SAFETY_Z = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,44 +102,76 @@ def apply(
     return outcome(exits_taken(score, from_manifest(policy, thresholds)), correct, cumulative)
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A threshold setting, what it does, and how much tolerance it leaves unused."""
+
+    cuts: npt.NDArray[np.float64]
+    result: Outcome
+    slack: float
+
+    @property
+    def feasible(self) -> bool:
+        return self.slack >= -1e-12
+
+
+def _evaluate(
+    score: npt.NDArray[np.float64],
+    correct: npt.NDArray[np.bool_],
+    cumulative: FloatArray,
+    cuts: npt.NDArray[np.float64],
+    budget: tuple[float, float],
+) -> _Candidate:
+    """Route the samples; slack = tolerance - (accuracy drop + z standard errors).
+
+    The drop is paired (same samples, early-exit answer vs final-exit answer), and its
+    standard error keeps the greedy search from spending the whole tolerance on noise that
+    would not carry over to unseen data.
+    """
+    tolerance, z = budget
+    taken = exits_taken(score, cuts)
+    n = len(taken)
+    diff = correct[taken, np.arange(n)].astype(np.float64) - correct[-1]
+    stderr = float(diff.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    slack = tolerance - (-float(diff.mean()) + z * stderr)
+    return _Candidate(cuts, outcome(taken, correct, cumulative), slack)
+
+
+def _better(candidate: _Candidate, incumbent: _Candidate) -> bool:
+    """Feasible beats infeasible; then lower compute; then higher accuracy."""
+    if candidate.feasible != incumbent.feasible:
+        return candidate.feasible
+    if not candidate.feasible:
+        return candidate.slack > incumbent.slack
+    c, i = candidate.result, incumbent.result
+    return (round(c.compute_fraction, 9), -c.accuracy) < (round(i.compute_fraction, 9), -i.accuracy)
+
+
 def _search(
     score: npt.NDArray[np.float64],
     correct: npt.NDArray[np.bool_],
     cumulative: FloatArray,
-    target: float,
-) -> tuple[npt.NDArray[np.float64], Outcome, list[tuple[float, float]]]:
+    budget: tuple[float, float],
+) -> tuple[_Candidate, list[tuple[float, float]]]:
     """Shared-grid sweep, then greedy per-exit refinement; returns the cheapest feasible cuts."""
     early = score[:-1]
-    grid = np.unique(np.quantile(early, np.linspace(0.0, 1.0, GRID_POINTS)))
-    best_cuts = np.full(len(early), early.max())  # near "never": only the surest exit early
-    best = outcome(exits_taken(score, best_cuts), correct, cumulative)
+    # start near "never": only each exit's single surest sample leaves early
+    best = _evaluate(score, correct, cumulative, early.max(axis=1), budget)
     curve = []
-    for t in grid:
-        cuts = np.full(len(early), t)
-        result = outcome(exits_taken(score, cuts), correct, cumulative)
-        curve.append((result.compute_fraction, result.accuracy))
-        if _better(result, best, target):
-            best_cuts, best = cuts, result
+    for t in np.unique(np.quantile(early, np.linspace(0.0, 1.0, GRID_POINTS))):
+        candidate = _evaluate(score, correct, cumulative, np.full(len(early), t), budget)
+        curve.append((candidate.result.compute_fraction, candidate.result.accuracy))
+        if _better(candidate, best):
+            best = candidate
     for _ in range(GREEDY_PASSES):
         for k in range(len(early)):
             for t in np.unique(np.quantile(early[k], np.linspace(0.0, 1.0, GRID_POINTS))):
-                cuts = best_cuts.copy()
+                cuts = best.cuts.copy()
                 cuts[k] = t
-                result = outcome(exits_taken(score, cuts), correct, cumulative)
-                if _better(result, best, target):
-                    best_cuts, best = cuts, result
-    return best_cuts, best, curve
-
-
-def _better(candidate: Outcome, incumbent: Outcome, target: float) -> bool:
-    """Feasible beats infeasible; then lower compute; then higher accuracy."""
-    if (candidate.accuracy >= target) != (incumbent.accuracy >= target):
-        return candidate.accuracy >= target
-    if candidate.accuracy < target:
-        return candidate.accuracy > incumbent.accuracy
-    key_c = (round(candidate.compute_fraction, 9), -candidate.accuracy)
-    key_i = (round(incumbent.compute_fraction, 9), -incumbent.accuracy)
-    return key_c < key_i
+                candidate = _evaluate(score, correct, cumulative, cuts, budget)
+                if _better(candidate, best):
+                    best = candidate
+    return best, curve
 
 
 def calibrate(
@@ -144,19 +180,22 @@ def calibrate(
     cumulative: FloatArray,
     tolerance_pp: float = 0.5,
     policies: tuple[str, ...] = POLICIES,
+    safety_z: float = SAFETY_Z,
 ) -> dict[str, PolicyChoice]:
-    """Thresholds per policy on a validation split; `cumulative` is each exit's cost share."""
+    """Thresholds per policy on a validation split; `cumulative` is each exit's cost share.
+
+    A setting is feasible when its paired accuracy drop below the final exit, plus
+    `safety_z` standard errors of that drop, stays within `tolerance_pp` percentage points.
+    """
     if probs.ndim != 3 or probs.shape[0] != len(cumulative) or probs.shape[1] != len(labels):
         raise ValueError(f"probs {probs.shape} do not match {len(cumulative)} exits/labels")
     correct = probs.argmax(axis=-1) == labels[None, :]
-    target = float(correct[-1].mean()) - tolerance_pp / 100.0 - 1e-12
+    budget = (tolerance_pp / 100.0, safety_z)
     choices = {}
     for policy in policies:
-        score = scores(probs, policy)
-        cuts, result, curve = _search(score, correct, cumulative, target)
-        thresholds = to_manifest(policy, cuts, probs.shape[-1])
-        feasible = result.accuracy >= target
-        choices[policy] = PolicyChoice(policy, thresholds, result, feasible, curve)
+        best, curve = _search(scores(probs, policy), correct, cumulative, budget)
+        thresholds = to_manifest(policy, best.cuts, probs.shape[-1])
+        choices[policy] = PolicyChoice(policy, thresholds, best.result, best.feasible, curve)
     return choices
 
 

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import ast
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 import click
 
 from models.build import BuildConfig, Trained, build_repository, default_configs
+from models.data import DataError
+from models.manifest import ManifestError
 from models.paths import bundled_repository
 from models.sources import SplitSizes
 from models.train import TrainConfig
@@ -74,6 +78,28 @@ PUBLISH_OPTIONS: list[Decorator] = [
 ]
 
 
+def _logging() -> None:
+    """Phase timings on stderr, so a long build shows where its time goes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Report bad input (data, options, a failed parity check) as a message, not a trace."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from models.export import ExportError
+        from models.placement import PlacementError
+
+        try:
+            return func(*args, **kwargs)
+        except (DataError, ManifestError, ExportError, PlacementError, KeyError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise click.ClickException(str(message)) from exc
+
+    return wrapper
+
+
 def _apply(options: list[Decorator]) -> Decorator:
     def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -115,11 +141,13 @@ def _config(kw: dict[str, Any], name: str = "model") -> BuildConfig:
 @click.command()
 @_apply(TRAIN_OPTIONS)
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="output .pt")
+@_user_errors
 def train(checkpoint: Path, **kw: Any) -> None:
     """Train a multi-exit network and save a checkpoint for `export`."""
     from models.build import train_model
     from models.checkpoint import save_checkpoint
 
+    _logging()
     config = _config(kw)
     trained = train_model(config)
     save_checkpoint(trained.model, config, checkpoint)
@@ -130,6 +158,7 @@ def train(checkpoint: Path, **kw: Any) -> None:
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True), required=True)
 @_apply(PUBLISH_OPTIONS)
 @click.option("--parity-samples", type=int, default=128, show_default=True)
+@_user_errors
 def export(checkpoint: Path, name: str, version: str, out: Path, **kw: Any) -> None:
     """Calibrate a checkpoint on its validation split and export it into a repository."""
     from models.checkpoint import load_checkpoint
@@ -137,6 +166,7 @@ def export(checkpoint: Path, name: str, version: str, out: Path, **kw: Any) -> N
     from models.sources import load_splits
     from models.train import TrainResult
 
+    _logging()
     model, config = load_checkpoint(checkpoint)
     config = replace(
         config,
@@ -152,8 +182,10 @@ def export(checkpoint: Path, name: str, version: str, out: Path, **kw: Any) -> N
 @click.command()
 @_apply(TRAIN_OPTIONS)
 @_apply(PUBLISH_OPTIONS)
+@_user_errors
 def build(name: str, version: str, out: Path, tolerance: float, **kw: Any) -> None:
     """Train, calibrate and export in one go: the command to run on your own data."""
+    _logging()
     config = replace(_config(kw, name), version=version, tolerance_pp=tolerance)
     _report(build_repository(config, out))
 
@@ -162,8 +194,10 @@ def build(name: str, version: str, out: Path, tolerance: float, **kw: Any) -> No
 @click.option("--out", type=click.Path(path_type=Path), default=bundled_repository)
 @click.option("--only", multiple=True, help="build just these bundled models")
 @click.option("--threads", type=int, default=2, show_default=True)
+@_user_errors
 def build_default(out: Path, only: tuple[str, ...], threads: int) -> None:
     """Rebuild the bundled models `mnist` (residual CNN) and `mnist-lenet` (B-LeNet)."""
+    _logging()
     for config in default_configs(threads):
         if not only or config.name in only:
             _report(build_repository(config, out))

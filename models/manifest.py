@@ -7,6 +7,7 @@ serving path imports this module.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,14 @@ class Segment(_Strict):
         unknown = sorted(set(thresholds) - set(POLICIES))
         if unknown:
             raise ValueError(f"unknown policies {unknown}; expected some of {list(POLICIES)}")
+        for policy, value in thresholds.items():
+            # NaN would make every comparison false: a policy that silently never exits
+            if not math.isfinite(value):
+                raise ValueError(f"{policy} threshold must be a finite number, got {value}")
+            if policy in ("confidence", "margin") and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{policy} threshold must lie in [0, 1], got {value}")
+            if policy == "entropy" and value < 0.0:
+                raise ValueError(f"entropy threshold must be >= 0, got {value}")
         return thresholds
 
 
@@ -157,9 +166,10 @@ def load_manifest(version_dir: Path) -> Manifest:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ManifestError(_describe(exc)) from exc
-    missing = [s.file for s in manifest.segments if not (version_dir / s.file).is_file()]
+    missing = [s for s in manifest.segments if not (version_dir / s.file).is_file()]
     if missing:
-        raise ManifestError(f"segment files missing: {missing}")
+        fields = ", ".join(f"segments.{s.index}.file" for s in missing)
+        raise ManifestError(f"segment files missing: {[s.file for s in missing]} ({fields})")
     return manifest
 
 

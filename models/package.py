@@ -8,7 +8,9 @@ swap the folder into place so a server watching the repository never sees half a
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from models.multiexit import MultiExitNet
 from models.report import ReportData, write_report
 from models.sources import describe
 from models.train import exit_probabilities
+
+log = logging.getLogger(__name__)
 
 
 def segment_macs(model: MultiExitNet) -> list[int]:
@@ -56,12 +60,15 @@ def package(trained: Trained, config: BuildConfig, out: Path) -> Path:
     final_dir = out / config.name / config.version
     scratch = out / config.name / f".{config.version}.building"
     shutil.rmtree(scratch, ignore_errors=True)
+    started = time.monotonic()
     exported = export_segments(model, scratch)
-    check_parity(model, scratch, splits.test.x[: config.parity_samples])
+    diffs = check_parity(model, scratch, splits.test.x[: config.parity_samples])
+    log.info("exported %d segments; max abs diff vs PyTorch %.2g", len(exported), max(diffs))
     costs = segment_macs(model)
     cumulative = np.asarray(cumulative_fractions(costs), dtype=np.float32)
     val_probs = exit_probabilities(model, splits.val.x)
     test_probs = exit_probabilities(model, splits.test.x)
+    log.info("evaluated %d val + %d test samples", len(splits.val), len(splits.test))
     choices = calibrate(val_probs, splits.val.y, cumulative, config.tolerance_pp)
     default = pick_default(choices)
     test = {
@@ -83,6 +90,7 @@ def package(trained: Trained, config: BuildConfig, out: Path) -> Path:
     load_manifest(scratch)  # the server's own validation, before anything is published
     write_report(report, scratch)
     _publish(scratch, final_dir)
+    log.info("published %s in %.0fs", final_dir, time.monotonic() - started)
     return final_dir
 
 

@@ -168,20 +168,37 @@ def _train_layerwise(
     result: TrainResult,
 ) -> None:
     for k in range(model.num_exits):
-        frozen = nn.Sequential(*model.blocks[:k]).eval().requires_grad_(False)
-        stage = nn.Sequential(model.blocks[k], model.heads[k]).train()
-
-        def loss_fn(
-            xb: torch.Tensor, yb: torch.Tensor, frozen: nn.Module = frozen, stage: nn.Module = stage
-        ) -> torch.Tensor:
-            with torch.no_grad():
-                hidden = frozen(xb)
-            return F.cross_entropy(stage(hidden), yb)
-
-        label = f"layerwise {k + 1}/{model.num_exits}"
-        _run_epochs(list(stage.parameters()), loss_fn, data, config, device, label, result)
-        stage.eval().requires_grad_(False)
+        train_stage(model, k, data, config, result, device)
     model.requires_grad_(True)
+
+
+def train_stage(
+    model: MultiExitNet,
+    k: int,
+    data: Dataset,
+    config: TrainConfig,
+    result: TrainResult | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """One layer-wise step: train block k with exit k on top of frozen blocks 0..k-1.
+
+    The frozen blocks stay in eval mode so their batch-norm statistics do not drift, and
+    block k with its head is left frozen afterwards, ready for stage k+1.
+    """
+    result = result if result is not None else TrainResult()
+    frozen = nn.Sequential(*model.blocks[:k]).eval().requires_grad_(False)
+    stage = nn.Sequential(model.blocks[k], model.heads[k]).train().requires_grad_(True)
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = frozen(xb)
+        return F.cross_entropy(stage(hidden), yb)
+
+    label = f"layerwise {k + 1}/{model.num_exits}"
+    device = device if device is not None else torch.device("cpu")
+    _run_epochs(list(stage.parameters()), loss_fn, data, config, device, label, result)
+    stage.eval().requires_grad_(False)
+    return result
 
 
 @torch.no_grad()

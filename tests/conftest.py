@@ -1,0 +1,54 @@
+"""Session-wide fixtures built once from real MNIST: a tiny model repository and samples.
+
+Shared by every test package (the server's tests serve `tiny_repository`). Building needs
+torch; without it (a serve-only install) the fixtures skip instead of failing. The code
+that builds lives in `models.build`, so this file stays a thin call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+TINY_MODEL, TINY_VERSION = "tiny", "1"
+MNIST_SAMPLES = 256
+
+
+@pytest.fixture(scope="session")
+def mnist_samples() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The first 256 MNIST test images: x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,)."""
+    from models.data import DataError, load_mnist
+
+    try:
+        test = load_mnist("t10k")
+    except DataError as exc:
+        pytest.skip(f"MNIST unavailable: {exc}")
+    return test.x[:MNIST_SAMPLES].copy(), test.y[:MNIST_SAMPLES].copy()
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding `tiny/1`: a 3-exit residual CNN trained on real MNIST.
+
+    Trained jointly on 2000 samples, calibrated on 500 held out, exported to ONNX segments
+    and parity-checked; takes about 15 s on two cores.
+    """
+    pytest.importorskip("torch")
+    from models.build import build_repository, tiny_config
+    from models.data import DataError
+
+    out = tmp_path_factory.mktemp("repository")
+    try:
+        build_repository(tiny_config(TINY_MODEL), out)
+    except DataError as exc:
+        pytest.skip(f"MNIST unavailable: {exc}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_repository: Path) -> Path:
+    """`<tiny_repository>/tiny/1`: the folder holding manifest.json and the segments."""
+    return tiny_repository / TINY_MODEL / TINY_VERSION
