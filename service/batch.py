@@ -106,6 +106,8 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
     outcome = Outcome(size=batch.size, seconds=seconds, waits=batch.waits)
     spans: list[Span] = []
     for piece in batch.pieces:
+        if piece.job.dead:  # cancelled or timed out while its batch ran
+            continue
         ex = exits[piece.lo : piece.hi]
         done = piece.rows[ex]
         if done.size:

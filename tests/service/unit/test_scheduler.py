@@ -1,0 +1,208 @@
+"""The stage-batching pipeline on a fake runner: ordering, merging, failures, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.errors import InferenceFailed, NotReady, Overloaded, RequestTimeout
+from service.metrics import Metrics
+from service.policies import ExitPolicy
+from service.scheduler import BatchTrace, Pipeline, PipelineSpec
+from service.settings import BatchingConfig
+from tests.service.unit.fakes import CLASSES, FakeRunner, rows
+
+POLICY = ExitPolicy("confidence", (0.5, 0.5, 0.5), last_exit=2)
+TIMEOUT_S = 5.0
+
+
+@asynccontextmanager
+async def running(
+    runner: FakeRunner, *, max_batch: int = 8, delay_ms: float = 1.0, max_queue: int = 1000,
+    trace: BatchTrace | None = None,
+) -> AsyncIterator[Pipeline]:  # fmt: skip
+    spec = PipelineSpec(
+        model="m", version="1", classes=CLASSES, macs=(10, 20, 30)[: runner.segments],
+        batching=BatchingConfig(max_batch_size=max_batch, max_queue_delay_ms=delay_ms),
+        max_queue_samples=max_queue,
+    )  # fmt: skip
+    with ThreadPoolExecutor(4) as executor:
+        pipeline = Pipeline(spec, runner, executor, Metrics(CollectorRegistry()), trace)
+        pipeline.start()
+        try:
+            yield pipeline
+        finally:
+            await pipeline.close()
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+def test_random_requests_answered_once_in_order() -> None:
+    rng = np.random.default_rng(7)
+    payloads = []
+    for i in range(40):
+        n = int(rng.integers(1, 8))
+        planned, labels = rng.integers(0, 4, n), rng.integers(0, CLASSES, n)  # 3 = past the end
+        payloads.append((planned, labels, rows(planned, labels, tag=i)))
+
+    async def test() -> None:
+        async with running(FakeRunner(), max_batch=5) as pipeline:
+            futures = [pipeline.submit(f"r{i}", x, POLICY, TIMEOUT_S) for i, (_, _, x) in
+                       enumerate(payloads)]  # fmt: skip
+            results = await asyncio.gather(*futures)
+            samples = pipeline._metrics.value
+            total = sum(samples("exitserve_samples_total", {"model": "m", "version": "1",
+                                "exit": str(k)}) for k in range(3))  # fmt: skip
+            assert total == sum(len(p[0]) for p in payloads)
+            assert pipeline.in_flight == 0
+        for (planned, labels, _), result in zip(payloads, results, strict=True):
+            assert result.exit_index.tolist() == np.minimum(planned, 2).tolist()
+            # rows planned past the last exit leave it unsure: uniform, argmax 0
+            assert result.label.tolist() == np.where(planned <= 2, labels, 0).tolist()
+            assert result.probabilities.shape == (len(planned), CLASSES)
+            np.testing.assert_allclose(result.confidence, result.probabilities.max(axis=1))
+
+    run(test)
+
+
+def test_batches_respect_max_batch_size_and_split_large_requests() -> None:
+    runner = FakeRunner()
+
+    async def test() -> None:
+        async with running(runner, max_batch=4) as pipeline:
+            planned = [0, 1, 2] * 4
+            result = await pipeline.submit("big", rows(planned, [1] * 12), POLICY, TIMEOUT_S)
+            assert result.exit_index.tolist() == planned
+
+    run(test)
+    assert all(len(x) <= 4 for _, x in runner.batches)
+    assert [k for k, _ in runner.batches].count(0) == 3
+
+
+def test_stage_batch_merges_survivors_of_several_batches() -> None:
+    trace: list[tuple[int, list[str]]] = []
+    runner = FakeRunner()
+
+    async def test() -> None:
+        async with running(runner, max_batch=4, delay_ms=100, trace=lambda k, ids:
+                           trace.append((k, ids))) as pipeline:  # fmt: skip
+            futures = [pipeline.submit(f"r{i}", rows([i % 2], [0], tag=i), POLICY, TIMEOUT_S)
+                       for i in range(8)]  # fmt: skip
+            await asyncio.gather(*futures)
+
+    run(test)
+    first = [set(ids) for k, ids in trace if k == 0]
+    assert len(first) >= 2
+    merged = [ids for k, ids in trace if k == 1 and sum(bool(set(ids) & b) for b in first) >= 2]
+    assert merged, trace
+
+
+def test_failing_segment_fails_only_its_batch_and_the_stage_recovers() -> None:
+    failed = {"done": False}
+
+    def fail_once(k: int, x: Any) -> bool:
+        if k == 1 and not failed["done"]:
+            failed["done"] = True
+            return True
+        return False
+
+    async def test() -> None:
+        async with running(FakeRunner(fail=fail_once), delay_ms=50) as pipeline:
+            both = pipeline.submit("a", rows([0, 1], [1, 2]), POLICY, TIMEOUT_S)
+            deep = pipeline.submit("b", rows([1], [3]), POLICY, TIMEOUT_S)
+            early = pipeline.submit("c", rows([0], [2]), POLICY, TIMEOUT_S)
+            outcomes = await asyncio.gather(both, deep, early, return_exceptions=True)
+            assert isinstance(outcomes[0], InferenceFailed)
+            assert isinstance(outcomes[1], InferenceFailed)
+            assert "segment 1" in outcomes[0].message
+            assert outcomes[2].label.tolist() == [2]  # type: ignore[union-attr]
+            again = await pipeline.submit("d", rows([1, 2], [3, 0]), POLICY, TIMEOUT_S)
+            assert again.exit_index.tolist() == [1, 2]
+            assert pipeline.in_flight == 0
+
+    run(test)
+
+
+def test_full_queue_refuses_new_requests() -> None:
+    async def test() -> None:
+        async with running(FakeRunner(delay_s=lambda k: 0.05), max_queue=4) as pipeline:
+            first = pipeline.submit("a", rows([0] * 3, [0] * 3), POLICY, TIMEOUT_S)
+            with pytest.raises(Overloaded) as err:
+                pipeline.submit("b", rows([0, 0], [0, 0]), POLICY, TIMEOUT_S)
+            assert err.value.status_code == 429
+            assert err.value.headers["Retry-After"] == "1"
+            fits = pipeline.submit("c", rows([0], [0]), POLICY, TIMEOUT_S)
+            await asyncio.gather(first, fits)
+
+    run(test)
+
+
+def test_timed_out_rows_never_reach_later_stages() -> None:
+    runner = FakeRunner(delay_s=lambda k: 0.3 if k == 0 else 0.0)
+
+    async def test() -> None:
+        async with running(runner) as pipeline:
+            slow = pipeline.submit("slow", rows([2, 2], [0, 0], tag=1), POLICY, 0.1)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(slow, 0.1)  # as the data plane does: cancels it
+            queued = pipeline.submit("queued", rows([2], [0], tag=2), POLICY, 0.1)
+            with pytest.raises(RequestTimeout):
+                await queued  # expired in the stage-0 queue behind the slow batch
+            await asyncio.sleep(0.4)  # let the slow batch finish and forward its survivors
+            assert pipeline.in_flight == 0
+
+    run(test)
+    assert runner.tags_run(0) == {1.0, 1.001}
+    assert runner.tags_run(1) == set()
+
+
+def test_cancelled_request_is_dropped_before_running() -> None:
+    runner = FakeRunner(delay_s=lambda k: 0.1 if k == 0 else 0.0)
+
+    async def test() -> None:
+        async with running(runner, max_batch=1) as pipeline:
+            first = pipeline.submit("a", rows([0], [0], tag=1), POLICY, TIMEOUT_S)
+            gone = pipeline.submit("b", rows([0], [0], tag=2), POLICY, TIMEOUT_S)
+            await asyncio.sleep(0.02)
+            gone.cancel()
+            await first
+            await asyncio.sleep(0.05)
+
+    run(test)
+    assert runner.tags_run(0) == {1.0}
+
+
+def test_drain_answers_queued_requests_then_refuses() -> None:
+    async def test() -> None:
+        async with running(FakeRunner(delay_s=lambda k: 0.01), max_batch=2) as pipeline:
+            futures = [pipeline.submit(f"r{i}", rows([i % 3], [1]), POLICY, TIMEOUT_S)
+                       for i in range(10)]  # fmt: skip
+            assert await pipeline.drain(5.0)
+            assert all(f.done() and not f.exception() for f in futures)
+            with pytest.raises(NotReady):
+                pipeline.submit("late", rows([0], [1]), POLICY, TIMEOUT_S)
+
+    run(test)
+
+
+def test_close_after_a_drain_timeout_answers_leftovers() -> None:
+    async def test() -> None:
+        async with running(FakeRunner(delay_s=lambda k: 0.2), max_batch=1) as pipeline:
+            futures = [pipeline.submit(f"r{i}", rows([0], [1]), POLICY, TIMEOUT_S)
+                       for i in range(3)]  # fmt: skip
+            assert not await pipeline.drain(0.05)
+            await pipeline.close()
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            assert any(isinstance(o, NotReady) for o in outcomes)
+            assert pipeline.in_flight == 0
+
+    run(test)
