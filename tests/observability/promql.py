@@ -220,7 +220,7 @@ def metric_names(expr: str) -> set[str]:
     plain = re.sub(r"\[[^\[\]]*\]", "[]", plain)
     plain = _MODIFIER_LIST.sub(" ", plain)
     plain = re.sub(r"\boffset\s+\S+", " ", plain)
-    names = set()
+    names: set[str] = set()
     for m in _NAME.finditer(plain):
         name = m.group(0)
         rest = plain[m.end() :].lstrip()
@@ -233,7 +233,7 @@ def metric_names(expr: str) -> set[str]:
 def label_names(expr: str) -> set[str]:
     """Label names the expression matches on or groups by."""
     plain = _blank_strings(expr)
-    out = set()
+    out: set[str] = set()
     for m in _MODIFIER_LIST.finditer(plain):
         out.update(x.strip() for x in m.group(2).split(",") if x.strip())
     for m in re.finditer(r"\{([^{}]*)\}", plain):
