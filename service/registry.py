@@ -71,12 +71,13 @@ class ModelRegistry:
         return found
 
     async def load_all(self) -> None:
-        """Load every model on disk; a broken one is logged and left out."""
-        for name in self.scan():
-            try:
-                await self.load(name)
-            except ModelLoadError as exc:
-                log.error("not serving model '%s': %s", name, exc.message)
+        """Load every version on disk; a broken one is logged and left out, not fatal."""
+        for name, versions in self.scan().items():
+            for version in versions:
+                try:
+                    await self.load(name, version)
+                except ModelLoadError as exc:
+                    log.error("not serving: %s", exc.message)
 
     async def load(self, name: str, version: str | None = None) -> list[str]:
         """(Re)load a model's versions on disk (or one), warm them, then swap them in."""

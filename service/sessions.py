@@ -6,7 +6,8 @@ interleaved runs): per-session pools with spinning off were the fastest and used
 least CPU; onnxruntime's Python API cannot switch spinning off for the global pool, whose
 idle threads then compete with the other stages. Hence the default `thread_pool =
 "per_session"` with `allow_spinning = False`; `"global"` remains a setting for hosts where
-one shared pool wins.
+one shared pool wins. The global pool is process-wide and, once created, onnxruntime
+refuses per-session pools, so from then on every session in the process uses it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if settings.thread_pool == "global":
+    # once a process has the global pool, onnxruntime refuses per-session pools
+    if settings.thread_pool == "global" or _global_pool is not None:
         _ensure_global_pool(settings.intra_op_threads)
         opts.use_per_session_threads = False
     else:
@@ -108,7 +110,7 @@ def _ensure_global_pool(intra: int) -> None:
                 log.warning("global onnxruntime thread pool already exists: %s", exc)
             _global_pool = wanted
         elif _global_pool != wanted:
-            log.warning("global thread pool keeps %s threads; %s asked for", _global_pool, wanted)
+            log.warning("the process-wide onnxruntime pool keeps its %s threads", _global_pool)
 
 
 def create_session(
