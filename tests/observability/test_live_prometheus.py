@@ -441,7 +441,7 @@ def test_every_dashboard_query_returns_sane_data(stack: Stack) -> None:
 
     ready = by(results["Ready replicas per version", "A"], "version")
     assert ready == {m.version: 1.0}
-    assert results["Requests/s", "A"][0].value > 0
+    assert results["Inference requests/s", "A"][0].value > 0
     (err5,) = results["5xx share", "A"]
     assert err5.value == 0
     (err4,) = results["Error share", "B"]
