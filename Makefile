@@ -40,7 +40,7 @@ typecheck: install
 unit: install system-deps
 	$(BIN)/pytest -q
 
-test: lint typecheck unit observability-check
+test: lint typecheck unit observability-check deploy-check
 
 # promtool: the scrape config and rules parse, and the alerts' unit tests pass
 # (tests/observability/ also runs every query against a real Prometheus).
@@ -50,6 +50,26 @@ observability-check: system-deps
 	promtool check config deploy/prometheus/prometheus.yml && \
 	promtool check rules deploy/prometheus/rules.yml && \
 	promtool test rules tests/observability/rules_test.yml
+
+# Image and manifests, offline: hadolint on the Dockerfile; every kustomization under deploy/
+# rendered by `kubectl kustomize` and validated by `kubernetes-validate --strict` for each
+# version below. A kind without a schema fails, except the custom resources (checked
+# structurally by tests/deploy/test_crds.py).
+K8S_VERSIONS := 1.31.0 1.37.0
+DEPLOY_CRD_KINDS := ServiceMonitor|PodMonitor|ServingRuntime|InferenceService
+.PHONY: deploy-check
+deploy-check: install
+	$(BIN)/hadolint Dockerfile
+	@set -eo pipefail; mkdir -p build/deploy; \
+	for k in $$(find deploy -name kustomization.yaml -printf '%h\n' | sort); do \
+	  out=build/deploy/$$(echo $$k | tr / _).yaml; \
+	  $(BIN)/kubectl kustomize $$k > $$out; \
+	  for v in $(K8S_VERSIONS); do \
+	    log=$$($(BIN)/kubernetes-validate --strict --quiet -k $$v $$out) || { echo "$$log"; exit 1; }; \
+	    if grep -vE "kind ($(DEPLOY_CRD_KINDS)) with" <<<"$$log" | grep -q .; then echo "$$log"; exit 1; fi; \
+	  done; \
+	  echo "deploy-check: $$k renders and validates (k8s $(K8S_VERSIONS))"; \
+	done
 
 model: install
 	$(BIN)/exitserve build-default --out models/repository
