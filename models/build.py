@@ -104,7 +104,8 @@ def default_configs(threads: int | None = 2) -> list[BuildConfig]:
 
     Sized for `make model` to finish in about a quarter of an hour on two shared cores.
     """
-    train = TrainConfig(mode="joint", epochs=1, batch_size=128, lr=3e-3, seed=0, threads=threads)
+    # one pass over 55k images in small batches: ~860 updates, the most two cores allow
+    train = TrainConfig(mode="joint", epochs=1, batch_size=64, lr=3e-3, seed=0, threads=threads)
     sizes = SplitSizes(val_samples=5000)
     return [
         BuildConfig(name="mnist", arch="resnet", data="mnist", sizes=sizes, train=train),
