@@ -79,11 +79,20 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
 
-    def model_loaded(self, model: str, version: str, calibrated_share: Sequence[float]) -> None:
-        """Publish readiness and the calibrated exit distribution the drift alert compares to."""
+    def model_loaded(
+        self, model: str, version: str, calibrated_share: Sequence[float], exits: int = 0
+    ) -> None:
+        """Publish readiness and the calibrated exit distribution the drift alert compares to.
+
+        Per-exit and per-stage series start at 0, so an exit no sample has reached yet, or
+        a stage that never failed, reads 0 in PromQL instead of being absent.
+        """
         self.model_ready.labels(model, version).set(1)
         for k, share in enumerate(calibrated_share):
             self.calibrated_share.labels(model, version, str(k)).set(share)
+        for k in range(max(exits, len(calibrated_share))):
+            self.samples.labels(model, version, str(k))
+            self.batch_failures.labels(model, version, str(k))
 
     def model_unloaded(self, model: str, version: str) -> None:
         self.model_ready.labels(model, version).set(0)
