@@ -9,6 +9,7 @@ are the real strict ones shipped with kubernetes-validate; then against what it 
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -21,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from tests.deploy.manifests import (
     CRD_KINDS,
     K8S_VERSIONS,
+    REPO,
     Doc,
     by_name,
     container_env,
@@ -314,6 +316,35 @@ def test_kserve_runtime_and_inference_service_agree(rendered: dict[str, list[Doc
         mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
         assert mode in ("RawDeployment", "Standard")
     assert model["resources"]["limits"].get("nvidia.com/gpu") == "1"
+
+
+def _rules_jobs() -> set[str]:
+    """The `job` values the recording/alerting rules select on."""
+    rules = REPO / "deploy" / "prometheus" / "rules.yml"
+    return set(re.findall(r'job="([^"]+)"', rules.read_text())) if rules.exists() else set()
+
+
+def test_scraped_series_get_the_job_the_rules_expect(rendered: dict[str, list[Doc]]) -> None:
+    """The operator sets `job` to the Service's name (ServiceMonitor) or to the value of the
+    `jobLabel` label; deploy/prometheus/rules.yml alerts on that job."""
+    expected = _rules_jobs()
+    for name, docs in rendered.items():
+        for monitor in of_kind(docs, "ServiceMonitor"):
+            label = monitor["spec"].get("jobLabel")
+            for service in of_kind(docs, "Service"):
+                wanted = monitor["spec"]["selector"]["matchLabels"]
+                if wanted.items() <= service["metadata"]["labels"].items():
+                    job = (
+                        service["metadata"]["labels"][label]
+                        if label
+                        else service["metadata"]["name"]
+                    )
+                    assert not expected or job in expected, f"{name}: job {job}, rules: {expected}"
+        for monitor in of_kind(docs, "PodMonitor"):
+            label = monitor["spec"].get("jobLabel")
+            assert label, f"{name}: without jobLabel the job is <namespace>/<PodMonitor name>"
+            job = monitor["spec"]["selector"]["matchLabels"].get(label)
+            assert not expected or job in expected, f"{name}: job {job}, rules: {expected}"
 
 
 def test_kserve_pod_monitor_selects_the_predictor(rendered: dict[str, list[Doc]]) -> None:
