@@ -10,7 +10,7 @@ import orjson
 from fastapi import Request, Response
 
 from models.manifest import NAME_PATTERN
-from service.errors import BadRequest
+from service.errors import BadRequest, NotReady
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +22,18 @@ _VERSION = re.compile(r"^[0-9]{1,9}$")
 
 def dataplane(request: Request) -> DataPlane:
     return cast("DataPlane", request.app.state.dataplane)
+
+
+def serving(request: Request) -> DataPlane:
+    """The data plane, if it takes inference requests now; else 503 with Retry-After.
+
+    Checked before the model lookup: while draining, models are unloading, and a client
+    must hear "come back later" (503), not "no such model" (404).
+    """
+    plane = dataplane(request)
+    if not plane.ready:
+        raise NotReady("server is not ready: starting, or draining for shutdown")
+    return plane
 
 
 def settings(request: Request) -> Settings:

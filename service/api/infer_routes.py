@@ -45,7 +45,7 @@ async def version_infer(request: Request, model_name: str, model_version: str) -
              responses=INFER_ERRORS, openapi_extra=json_body("PredictRequest"))  # fmt: skip
 async def predict(request: Request, model_name: str) -> Response:
     """`{"instances": [...]}` in, one prediction per instance out, in order."""
-    plane, limits = ctx.dataplane(request), ctx.settings(request)
+    plane, limits = ctx.serving(request), ctx.settings(request)
     manifest = plane.manifest(ctx.model_name(model_name), None)
     body = await read_body(request, limits.max_body_bytes)
     data = await _decode(len(body), v1.decode_predict, body, manifest,
@@ -55,7 +55,7 @@ async def predict(request: Request, model_name: str) -> Response:
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    plane, limits = ctx.dataplane(request), ctx.settings(request)
+    plane, limits = ctx.serving(request), ctx.settings(request)
     manifest = plane.manifest(ctx.model_name(name), ctx.model_version(version))
     body = await read_body(request, limits.max_body_bytes)
     decoded = await _decode(len(body), decode_infer, body, request.headers.get(HEADER_LENGTH),

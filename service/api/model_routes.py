@@ -81,6 +81,8 @@ def _ready(request: Request, name: str, version: str | None) -> Response:
     """404 for a model or version the repository lacks; 503 while it is not serving."""
     plane, name, version = dataplane(request), model_name(name), model_version(version)
     if name not in plane.model_names():
+        if not plane.ready:  # starting or draining: models may be (un)loading
+            raise NotReady("server is not ready: starting, or draining for shutdown")
         raise NotFound(f"unknown model {name!r}")
     if version is not None and version not in plane.versions(name):
         raise NotFound(f"model {name!r} has no version {version!r}")
