@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
 from service.jobs import Claim, Job, Packet, Rows, Span
 from service.policies import ExitPolicy, decide
@@ -100,8 +101,9 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
     started = time.monotonic()
     out = runner.run(k, batch.x)
     seconds = time.monotonic() - started
-    if out.probs.shape[0] != batch.size:
-        raise RuntimeError(f"segment {k} returned {out.probs.shape[0]} rows for {batch.size}")
+    for name, got in (("probs", len(out.probs)), ("hidden", _rows(out.hidden, batch.size))):
+        if got != batch.size:  # a wrong-sized answer would shift rows between requests
+            raise RuntimeError(f"segment {k} returned {got} {name} rows for {batch.size}")
     exits, pred, streak = _decide(k, out.probs, batch)
     outcome = Outcome(size=batch.size, seconds=seconds, waits=batch.waits)
     spans: list[Span] = []
@@ -121,6 +123,12 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
     if spans:
         outcome.forward = _survivors(runner, k, out, exits, pred, streak, spans)
     return outcome
+
+
+def _rows(x: Hidden | None, default: int) -> int:
+    if x is None:
+        return default
+    return int(x.shape()[0]) if isinstance(x, ort.OrtValue) else len(x)
 
 
 def _survivors(

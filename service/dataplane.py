@@ -163,7 +163,7 @@ class DataPlane:
         if not self._started or self._draining:
             raise NotReady("the server is shutting down" if self._draining else "starting")
         loaded = self.registry.get(request.model, request.version)
-        data = check_input(loaded.manifest, request.data)
+        data = check_input(loaded.manifest, request.data, self.settings.max_samples_per_request)
         policy = resolve_policy(loaded.manifest, request.policy)
         job_id = request.request_id or f"r{next(self._ids)}"
         timeout = self.settings.request_timeout_s
@@ -181,12 +181,14 @@ class DataPlane:
         return result
 
 
-def check_input(manifest: Manifest, data: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def check_input(manifest: Manifest, data: npt.NDArray[Any], max_rows: int) -> npt.NDArray[Any]:
     """The request's tensor as the model's input dtype; BadRequest names what is wrong."""
     expected = [-1, *manifest.input.shape]
     shape = list(data.shape)
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
         raise BadRequest(f"inputs[0].shape must be {expected} (at least one sample), got {shape}")
+    if shape[0] > max_rows:
+        raise BadRequest(f"inputs[0] holds {shape[0]} samples; at most {max_rows} per request")
     if data.dtype.kind not in "fiu":
         raise BadRequest(f"inputs[0] must be numeric, got {data.dtype}")
     data = np.ascontiguousarray(data, dtype=NP_DTYPES[manifest.input.datatype])

@@ -54,6 +54,7 @@ class ModelRegistry:
         self._trace = trace
         self._models: dict[str, dict[str, Loaded]] = {}
         self.errors: dict[tuple[str, str], str] = {}  # last load error per version
+        self._changing = asyncio.Lock()  # one load/unload at a time
 
     def scan(self) -> dict[str, list[str]]:
         """Model name -> versions found on disk (folders holding a manifest)."""
@@ -82,6 +83,10 @@ class ModelRegistry:
     async def load(self, name: str, version: str | None = None) -> list[str]:
         """(Re)load a model's versions on disk (or one), warm them, then swap them in."""
         _check_name(name, version)
+        async with self._changing:
+            return await self._load(name, version)
+
+    async def _load(self, name: str, version: str | None) -> list[str]:
         on_disk = self.scan().get(name, [])
         wanted = on_disk if version is None else [v for v in on_disk if v == version]
         if not wanted:
@@ -143,6 +148,10 @@ class ModelRegistry:
     async def unload(self, name: str, version: str | None = None) -> None:
         """Stop serving a model (or one version) after its queued requests are answered."""
         _check_name(name, version)
+        async with self._changing:
+            await self._unload(name, version)
+
+    async def _unload(self, name: str, version: str | None) -> None:
         table = self._models.get(name, {})
         if not table or (version is not None and version not in table):
             raise self._not_found(name, version)

@@ -163,6 +163,8 @@ def test_stop_answers_queued_requests_and_refuses_new_ones(
          "inputs[0] contains NaN or infinity"),
         (np.zeros((1, 1, 28, 28), np.float32), PolicyOverride(max_exit=5), BadRequest,
          "parameters.max_exit must be in [0, 2]"),
+        (np.zeros((5, 1, 28, 28), np.float32), PolicyOverride(), BadRequest,
+         "inputs[0] holds 5 samples; at most 4 per request"),
     ],
 )  # fmt: skip
 def test_bad_requests_name_the_problem(
@@ -170,8 +172,8 @@ def test_bad_requests_name_the_problem(
     error: type[Exception], message: str,
 ) -> None:  # fmt: skip
     async def test() -> None:
-        async with started(make_settings()) as plane:
-            with pytest.raises(error, match=None) as err:
+        async with started(make_settings(max_samples_per_request=4)) as plane:
+            with pytest.raises(error) as err:
                 await plane.infer(ask(data, policy))
             assert message in str(err.value)
             assert (await plane.infer(ask(np.zeros((1, 1, 28, 28), np.float32)))).version == "1"

@@ -116,7 +116,8 @@ def test_failing_segment_fails_only_its_batch_and_the_stage_recovers() -> None:
         return False
 
     async def test() -> None:
-        async with running(FakeRunner(fail=fail_once), delay_ms=50) as pipeline:
+        # batches of 2: a's rows, then b+c; so the failing stage-1 batch holds 2 packets
+        async with running(FakeRunner(fail=fail_once), max_batch=2, delay_ms=50) as pipeline:
             both = pipeline.submit("a", rows([0, 1], [1, 2]), POLICY, TIMEOUT_S)
             deep = pipeline.submit("b", rows([1], [3]), POLICY, TIMEOUT_S)
             early = pipeline.submit("c", rows([0], [2]), POLICY, TIMEOUT_S)
