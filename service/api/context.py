@@ -1,23 +1,24 @@
 """What a route needs from the app: the data plane, the settings, JSON responses, and
-path parameters checked before they reach the data plane."""
+path parameter types checked before they reach the data plane."""
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import orjson
-from fastapi import Request, Response
+from fastapi import Path, Request, Response
 
 from models.manifest import NAME_PATTERN
-from service.errors import BadRequest, NotReady
+from service.errors import NotReady
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.dataplane import DataPlane
 
-_NAME = re.compile(NAME_PATTERN)
-_VERSION = re.compile(r"^[0-9]{1,9}$")
+# Path parameters as the repository allows them; FastAPI refuses others with a 400 (see
+# api.errors) before any lookup, and the OpenAPI schema carries the patterns.
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
+ModelVersion = Annotated[str, Path(pattern=r"^[0-9]{1,9}$", examples=["1"])]
 
 
 def dataplane(request: Request) -> DataPlane:
@@ -46,16 +47,3 @@ def json_response(
     """orjson-encoded JSON; numpy arrays serialise natively."""
     body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status_code, headers, media_type="application/json")
-
-
-def model_name(name: str) -> str:
-    """A model name as the repository allows it; anything else never reaches a lookup."""
-    if not _NAME.match(name):
-        raise BadRequest(f"model name must match {NAME_PATTERN}")
-    return name
-
-
-def model_version(version: str | None) -> str | None:
-    if version is not None and not _VERSION.match(version):
-        raise BadRequest("model version must be a number of 1 to 9 digits")
-    return version

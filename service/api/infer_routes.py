@@ -29,7 +29,7 @@ _V2_BODY = json_body("InferenceRequest", binary=True)
 
 @router.post("/v2/models/{model_name}/infer", name="infer", response_model=InferenceResponse,
              responses=INFER_ERRORS, openapi_extra=_V2_BODY)  # fmt: skip
-async def infer(request: Request, model_name: str) -> Response:
+async def infer(request: Request, model_name: ctx.ModelName) -> Response:
     """Run a v2 inference request; binary outputs come after the JSON header."""
     return await _infer(request, model_name, None)
 
@@ -37,16 +37,18 @@ async def infer(request: Request, model_name: str) -> Response:
 @router.post("/v2/models/{model_name}/versions/{model_version}/infer", name="infer",
              response_model=InferenceResponse, responses=INFER_ERRORS,
              openapi_extra=_V2_BODY)  # fmt: skip
-async def version_infer(request: Request, model_name: str, model_version: str) -> Response:
+async def version_infer(
+    request: Request, model_name: ctx.ModelName, model_version: ctx.ModelVersion
+) -> Response:
     return await _infer(request, model_name, model_version)
 
 
 @router.post("/v1/models/{model_name}:predict", name="v1_predict", response_model=PredictResponse,
              responses=INFER_ERRORS, openapi_extra=json_body("PredictRequest"))  # fmt: skip
-async def predict(request: Request, model_name: str) -> Response:
+async def predict(request: Request, model_name: ctx.ModelName) -> Response:
     """`{"instances": [...]}` in, one prediction per instance out, in order."""
     plane, limits = ctx.serving(request), ctx.settings(request)
-    manifest = plane.manifest(ctx.model_name(model_name), None)
+    manifest = plane.manifest(model_name, None)
     body = await read_body(request, limits.max_body_bytes)
     data = await _decode(len(body), v1.decode_predict, body, manifest,
                          limits.max_samples_per_request)  # fmt: skip
@@ -56,7 +58,7 @@ async def predict(request: Request, model_name: str) -> Response:
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     plane, limits = ctx.serving(request), ctx.settings(request)
-    manifest = plane.manifest(ctx.model_name(name), ctx.model_version(version))
+    manifest = plane.manifest(name, version)
     body = await read_body(request, limits.max_body_bytes)
     decoded = await _decode(len(body), decode_infer, body, request.headers.get(HEADER_LENGTH),
                             manifest, limits.max_samples_per_request)  # fmt: skip

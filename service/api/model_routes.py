@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.api.context import dataplane, json_response, model_name, model_version
+from service.api.context import ModelName, ModelVersion, dataplane, json_response
 from service.api.docs import LOOKUP_ERRORS, errors
 from service.errors import NotFound, NotReady
 from service.protocol.schema import ModelMetadataResponse, ModelReadyResponse
@@ -30,56 +30,64 @@ async def all_stats(request: Request) -> Response:
 
 @router.get(M, name="model_metadata", response_model=ModelMetadataResponse,
             responses=LOOKUP_ERRORS)  # fmt: skip
-async def metadata(request: Request, model_name: str) -> Response:
+async def metadata(request: Request, model_name: ModelName) -> Response:
     return _metadata(request, model_name, None)
 
 
 @router.get(MV, name="model_metadata", response_model=ModelMetadataResponse,
             responses=LOOKUP_ERRORS)  # fmt: skip
-async def version_metadata(request: Request, model_name: str, model_version: str) -> Response:
+async def version_metadata(
+    request: Request, model_name: ModelName, model_version: ModelVersion
+) -> Response:
     return _metadata(request, model_name, model_version)
 
 
 @router.get(f"{M}/ready", name="model_ready", response_model=ModelReadyResponse,
             responses={**LOOKUP_ERRORS, **errors(503)})  # fmt: skip
-async def ready(request: Request, model_name: str) -> Response:
+async def ready(request: Request, model_name: ModelName) -> Response:
     return _ready(request, model_name, None)
 
 
 @router.get(f"{MV}/ready", name="model_ready", response_model=ModelReadyResponse,
             responses={**LOOKUP_ERRORS, **errors(503)})  # fmt: skip
-async def version_ready(request: Request, model_name: str, model_version: str) -> Response:
+async def version_ready(
+    request: Request, model_name: ModelName, model_version: ModelVersion
+) -> Response:
     return _ready(request, model_name, model_version)
 
 
 @router.get(f"{M}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP_ERRORS})
-async def config(request: Request, model_name: str) -> Response:
+async def config(request: Request, model_name: ModelName) -> Response:
     return _config(request, model_name, None)
 
 
 @router.get(f"{MV}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP_ERRORS})
-async def version_config(request: Request, model_name: str, model_version: str) -> Response:
+async def version_config(
+    request: Request, model_name: ModelName, model_version: ModelVersion
+) -> Response:
     return _config(request, model_name, model_version)
 
 
 @router.get(f"{M}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP_ERRORS})
-async def stats(request: Request, model_name: str) -> Response:
+async def stats(request: Request, model_name: ModelName) -> Response:
     return _stats(request, model_name, None)
 
 
 @router.get(f"{MV}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP_ERRORS})
-async def version_stats(request: Request, model_name: str, model_version: str) -> Response:
+async def version_stats(
+    request: Request, model_name: ModelName, model_version: ModelVersion
+) -> Response:
     return _stats(request, model_name, model_version)
 
 
 def _metadata(request: Request, name: str, version: str | None) -> Response:
-    meta = dataplane(request).model_metadata(model_name(name), model_version(version))
+    meta = dataplane(request).model_metadata(name, version)
     return json_response(meta)
 
 
 def _ready(request: Request, name: str, version: str | None) -> Response:
     """404 for a model or version the repository lacks; 503 while it is not serving."""
-    plane, name, version = dataplane(request), model_name(name), model_version(version)
+    plane = dataplane(request)
     if name not in plane.model_names():
         if not plane.ready:  # starting or draining: models may be (un)loading
             raise NotReady("server is not ready: starting, or draining for shutdown")
@@ -93,8 +101,8 @@ def _ready(request: Request, name: str, version: str | None) -> Response:
 
 
 def _config(request: Request, name: str, version: str | None) -> Response:
-    return json_response(dataplane(request).model_config(model_name(name), model_version(version)))
+    return json_response(dataplane(request).model_config(name, version))
 
 
 def _stats(request: Request, name: str, version: str | None) -> Response:
-    return json_response(dataplane(request).model_stats(model_name(name), model_version(version)))
+    return json_response(dataplane(request).model_stats(name, version))
