@@ -106,6 +106,17 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
             raise RuntimeError(f"segment {k} returned {got} {name} rows for {batch.size}")
     exits, pred, streak = _decide(k, out.probs, batch)
     outcome = Outcome(size=batch.size, seconds=seconds, waits=batch.waits)
+    spans = _answer(k, batch, out.probs, exits, pred, outcome)
+    if spans:
+        outcome.forward = _survivors(runner, k, out, exits, pred, streak, spans)
+    return outcome
+
+
+def _answer(
+    k: int, batch: Batch, probs: npt.NDArray[np.float32], exits: npt.NDArray[np.bool_],
+    pred: Rows, outcome: Outcome,
+) -> list[Span]:  # fmt: skip
+    """Write exited rows into their jobs; return the survivors' spans, in batch order."""
     spans: list[Span] = []
     for piece in batch.pieces:
         if piece.job.dead:  # cancelled or timed out while its batch ran
@@ -113,16 +124,14 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
         ex = exits[piece.lo : piece.hi]
         done = piece.rows[ex]
         if done.size:
-            probs = out.probs[piece.lo : piece.hi][ex]
-            piece.job.write(done, probs, pred[piece.lo : piece.hi][ex], k)
+            answered = probs[piece.lo : piece.hi][ex]
+            piece.job.write(done, answered, pred[piece.lo : piece.hi][ex], k)
             outcome.answered.append((piece.job, int(done.size)))
         if done.size < len(piece.rows):
             spans.append(Span(piece.job, piece.rows[~ex]))
         if not outcome.jobs or outcome.jobs[-1] is not piece.job:
             outcome.jobs.append(piece.job)
-    if spans:
-        outcome.forward = _survivors(runner, k, out, exits, pred, streak, spans)
-    return outcome
+    return spans
 
 
 def _rows(x: Hidden | None, default: int) -> int:

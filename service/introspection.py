@@ -8,6 +8,7 @@ can never disagree.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -155,7 +156,9 @@ def _duration(count: float, seconds: float) -> dict[str, int]:
     return {"count": int(count), "ns": int(seconds * 1e9)}
 
 
-def _sum(family: MetricWrapperBase, sample: str, model: str, code: Any = None) -> float:
+def _sum(
+    family: MetricWrapperBase, sample: str, model: str, code: Callable[[str], bool] | None = None
+) -> float:
     """Sum a family's samples for one model, optionally only those whose code passes."""
     value = 0.0
     for metric in family.collect():
