@@ -139,8 +139,7 @@ class Claim:
     stop: int
 
     def pieces(self) -> list[tuple[Job, int, int, Rows]]:
-        """(job, lo, hi, job rows) for each span's part inside the claim; lo/hi are rows of
-        the packet."""
+        """(job, lo, hi, job rows) per span inside the claim; lo and hi count packet rows."""
         out = []
         offsets = self.packet.offsets
         for i, span in enumerate(self.packet.spans):
