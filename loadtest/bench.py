@@ -140,7 +140,7 @@ def main(out: Path, repository: Path | None, model: str, seconds: float, rounds:
          samples: int) -> None:  # fmt: skip
     """Run every comparison and rewrite the benchmarks document."""
     repo = repository or bundled_repository()
-    test = load_mnist("test")
+    test = load_mnist("t10k")
     x, y = test.x[:samples], test.y[:samples]
     res = Results(machine=f"{platform.processor() or platform.machine()}, "
                   f"{len(os.sched_getaffinity(0))} cores, {platform.system()}",

@@ -14,7 +14,7 @@ from loadtest.client import encode
 from models.data import load_mnist
 
 MODEL = os.environ.get("EXITSERVE_LOAD_MODEL", "mnist")
-_TEST = load_mnist("test")
+_TEST = load_mnist("t10k")
 _BINARY = [encode(_TEST.x[i : i + 1], _TEST.y[i : i + 1], "binary") for i in range(1000)]
 _JSON = [encode(_TEST.x[i : i + 1], _TEST.y[i : i + 1], "json") for i in range(200)]
 

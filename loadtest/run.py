@@ -34,7 +34,7 @@ def build_requests(
     batch: int, encoding: Encoding, parameters: dict[str, Any] | None, limit: int = 10_000
 ) -> list[EncodedRequest]:
     """Encode MNIST test samples `batch` at a time, once, before the run starts."""
-    test = load_mnist("test")
+    test = load_mnist("t10k")
     n = min(limit, len(test)) // batch * batch
     x, y = test.x[:n], test.y[:n]
     return [

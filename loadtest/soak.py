@@ -51,7 +51,7 @@ def slope_per_min(xs: list[float], ys: list[float]) -> float:
 
 def soak(minutes: float, window_s: float, rate: float, model: str) -> list[Window]:
     """Open-loop load at `rate` req/s for `minutes`, one report per window."""
-    test = load_mnist("test")
+    test = load_mnist("t10k")
     reqs = [encode(test.x[i : i + 4], test.y[i : i + 4], "binary", None) for i in range(0, 4000, 4)]
     windows: list[Window] = []
     with (

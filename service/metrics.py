@@ -98,12 +98,13 @@ class Metrics:
         self.model_ready.labels(model, version).set(0)
 
     def record_exit(
-        self, model: str, version: str, exit_index: int, used_macs: int, full_macs: int
-    ) -> None:
-        """One sample answered at `exit_index` after running segments worth `used_macs`."""
-        self.samples.labels(model, version, str(exit_index)).inc()
-        self.compute_used.labels(model, version).inc(used_macs)
-        self.compute_full.labels(model, version).inc(full_macs)
+        self, model: str, version: str, exit_index: int, used_macs: int, full_macs: int,
+        count: int = 1,
+    ) -> None:  # fmt: skip
+        """`count` samples answered at `exit_index`, each after `used_macs` of segments."""
+        self.samples.labels(model, version, str(exit_index)).inc(count)
+        self.compute_used.labels(model, version).inc(used_macs * count)
+        self.compute_full.labels(model, version).inc(full_macs * count)
 
     def record_batch(
         self, model: str, version: str, stage: int, size: int, seconds: float,

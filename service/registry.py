@@ -124,6 +124,7 @@ class ModelRegistry:
             model=name, version=version, classes=len(manifest.labels),
             macs=tuple(s.macs for s in manifest.segments), batching=batching,
             max_queue_samples=self._settings.max_queue_samples,
+            chain_batches=self._settings.scheduling != "stage",
         )  # fmt: skip
         pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace)
         return Loaded(manifest, runtime, pipeline)
@@ -138,7 +139,8 @@ class ModelRegistry:
             item.pipeline.start()
             table[item.manifest.version] = item
             share = item.manifest.calibration.exit_distribution if item.manifest.calibration else []
-            self._metrics.model_loaded(name, item.manifest.version, share)
+            exits = item.manifest.num_exits
+            self._metrics.model_loaded(name, item.manifest.version, share, exits)
         self._models[name] = table
         for item in stale:
             if item.manifest.version not in table:

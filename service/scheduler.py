@@ -45,6 +45,7 @@ class PipelineSpec:
     macs: tuple[int, ...]  # per segment
     batching: BatchingConfig
     max_queue_samples: int
+    chain_batches: bool = False  # naive early exit: a batch's survivors skip the next queue
 
 
 class Pipeline:
@@ -120,36 +121,48 @@ class Pipeline:
             self._idle.set()
 
     async def _stage_loop(self, stage: Stage) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             claims = await stage.collect(IDLE_POLL_S)
-            if not claims:
-                continue
+            if claims:
+                await self._run(stage.index, claims)
+
+    async def _run(self, k: int, claims: list[Claim]) -> None:
+        """Run one batch at stage k; in naive mode its survivors go straight on alone."""
+        loop = asyncio.get_running_loop()
+        while True:
             try:
                 outcome = await loop.run_in_executor(
-                    self._executor, run_batch, self._runner, stage.index, claims
+                    self._executor, run_batch, self._runner, k, claims
                 )
-                self._apply(stage.index, outcome)
+                forward = self._apply(k, outcome)
             except Exception as exc:  # the batch's requests fail; the stage goes on
-                self._fail(stage.index, claims, exc)
+                self._fail(k, claims, exc)
+                return
+            if forward is None:
+                return
+            claims, k = [Claim(forward, 0, forward.size)], k + 1
 
-    def _apply(self, k: int, outcome: Outcome) -> None:
-        """Back on the loop: record, answer finished requests, forward survivors."""
+    def _apply(self, k: int, outcome: Outcome) -> Packet | None:
+        """Back on the loop: record, answer finished requests, forward survivors.
+
+        Returns the survivors instead of queueing them when batches are chained (naive).
+        """
         if not outcome.jobs:
-            return
+            return None
         spec = self.spec
         self._metrics.record_batch(
             spec.model, spec.version, k, outcome.size, outcome.seconds, outcome.waits
         )
         used, full = sum(spec.macs[: k + 1]), sum(spec.macs)
         for job, count in outcome.answered:
-            for _ in range(count):
-                self._metrics.record_exit(spec.model, spec.version, k, used, full)
+            self._metrics.record_exit(spec.model, spec.version, k, used, full, count)
             job.rows_done(count)
-        if outcome.forward is not None:
-            self.stages[k + 1].put(outcome.forward)
         if self._trace is not None:
             self._trace(k, [job.id for job in outcome.jobs])
+        if outcome.forward is None or spec.chain_batches:
+            return outcome.forward
+        self.stages[k + 1].put(outcome.forward)
+        return None
 
     def _fail(self, k: int, claims: list[Claim], exc: Exception) -> None:
         """Every request with rows in the failed batch gets one clean 500."""

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="worker threads that run segment batches off the event loop"
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    scheduling: Literal["stage", "naive", "none"] = Field(
+        "stage",
+        description="stage: survivors of several batches merge at each stage (the product); "
+        "naive: a batch runs on alone until all its rows exit; none: one request per batch. "
+        "The last two exist to benchmark against.",
+    )
     model_batching: dict[str, BatchingConfig] = Field(
         default_factory=dict, description="per-model overrides of `batching`, keyed by model name"
     )
@@ -91,4 +97,6 @@ class Settings(BaseSettings):
 
     def batching_for(self, model: str) -> BatchingConfig:
         """The model's own batching override, else the server default."""
+        if self.scheduling == "none":
+            return BatchingConfig(max_batch_size=1, max_queue_delay_ms=0)
         return self.model_batching.get(model, self.batching)

@@ -59,3 +59,32 @@ def test_batches_exits_and_compute_are_recorded(
             assert value("exitserve_model_ready", labels) == 1
 
     run(test)
+
+
+def test_naive_scheduling_never_merges_batches_and_answers_the_same(
+    make_settings: Callable[..., Settings], reference: Reference
+) -> None:
+    """The benchmark's baseline: survivors stay with their batch, answers are unchanged."""
+    trace: list[tuple[int, list[str]]] = []
+    t = split_threshold(reference.probs[0].max(axis=1))
+    override = PolicyOverride(policy="confidence", threshold=t)
+    batching = {"max_batch_size": 4, "max_queue_delay_ms": 100}
+    answers: dict[str, list[int]] = {}
+    for mode in ("stage", "naive"):
+        settings = make_settings(batching=batching, scheduling=mode)
+
+        async def test(settings: Settings = settings, mode: str = mode) -> None:
+            async with started(settings, trace=lambda k, ids: trace.append((k, ids))) as plane:
+                results = await asyncio.gather(
+                    *(plane.infer(InferenceInput("tiny", None, reference.x[i : i + 1],
+                                  override, request_id=f"{mode}{i}")) for i in range(16))
+                )  # fmt: skip
+            answers[mode] = [int(r.label[0]) for r in results]
+
+        run(test)
+    naive = [(k, set(ids)) for k, ids in trace if all(i.startswith("naive") for i in ids)]
+    stage0 = [ids for k, ids in naive if k == 0]
+    later = [ids for k, ids in naive if k > 0]
+    assert later, "no naive batch reached stage 1"
+    assert all(any(ids <= b for b in stage0) for ids in later), naive
+    assert answers["naive"] == answers["stage"]
