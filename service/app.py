@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api import infer_routes, model_routes, server_routes
+from service.api import infer_routes, model_routes, repository_routes, server_routes
 from service.api.errors import install_error_handlers
 from service.api.middleware import CatchAll, RequestMetrics
 from service.api.openapi import install_openapi
@@ -50,8 +50,9 @@ def create_app(
                   lifespan=lifecycle.lifespan, redoc_url=None)  # fmt: skip
     app.state.settings, app.state.dataplane = settings, dataplane
     app.state.metrics, app.state.lifecycle = metrics, lifecycle
-    for router in (server_routes.router, model_routes.router, infer_routes.router):
-        app.include_router(router)
+    routers = (server_routes, model_routes, infer_routes, repository_routes)
+    for module in routers:
+        app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(CatchAll)

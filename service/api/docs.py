@@ -9,6 +9,7 @@ from service.protocol.schema import ErrorResponse
 _ERROR_TEXT = {
     400: "malformed request; the message names the field",
     401: "missing or invalid bearer token",
+    403: "the repository API is off: the server has no admin token",
     404: "unknown model or version",
     413: "request body over max_body_bytes",
     415: "unsupported Content-Encoding",
