@@ -18,6 +18,7 @@ from service.protocol.tensors import F32, check_shape, from_binary, from_json
 from service.types import InferenceInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_ID = 256  # ids are echoed in responses and messages; keep them short
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ def decode_infer(
     head, tail = split_body(body, header_length)
     doc = load_object(head, "request JSON")
     request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise BadRequest("id: must be a string")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID):
+        raise BadRequest(f"id: must be a string of at most {MAX_ID} characters")
     options = parse_parameters(doc.get("parameters"))
     data = _input(doc.get("inputs"), tail, manifest, max_samples)
     outputs = parse_outputs(doc.get("outputs"), options.binary_output)
