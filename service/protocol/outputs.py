@@ -19,10 +19,13 @@ class OutputRequest:
     binary: bool
 
 
+_ALL = {b: tuple(OutputRequest(name, b) for name in OUTPUT_NAMES) for b in (False, True)}
+
+
 def parse_outputs(raw: object, binary_default: bool) -> tuple[OutputRequest, ...]:
     """The request's `outputs` (all of them when absent or empty), checked one by one."""
     if raw is None or raw == []:
-        return tuple(OutputRequest(name, binary_default) for name in OUTPUT_NAMES)
+        return _ALL[binary_default]
     if not isinstance(raw, list):
         raise BadRequest('outputs: must be a list of {"name": ...} objects')
     wanted = [_one(item, i, binary_default) for i, item in enumerate(raw)]

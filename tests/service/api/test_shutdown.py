@@ -3,7 +3,6 @@ Retry-After, every accepted request is answered correctly, then the process exit
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,25 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 
-from tests.service.api.v2helpers import MODEL, Reference, binary_request, decode_response
+from tests.service.api.v2helpers import (
+    MODEL,
+    Reference,
+    binary_request,
+    decode_response,
+    wait_for_inflight,
+)
 from tests.service.conftest import LiveServerFactory
 
 IN_FLIGHT = 8
 # Every sample waits this long at each stage for its batch to fill: a window to signal in.
 QUEUE_DELAY_MS = 500
-INFLIGHT = re.compile(r'^exitserve_inflight_requests\{model="tiny"\} (\S+)$', re.M)
-
-
-def inflight(metrics_url: str) -> float:
-    match = INFLIGHT.search(httpx.get(f"{metrics_url}/metrics", timeout=5).text)
-    return float(match.group(1)) if match else 0.0
-
-
-def wait_for_inflight(metrics_url: str, count: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while inflight(metrics_url) < count:
-        assert time.monotonic() < deadline, f"never saw {count} requests in flight"
-        time.sleep(0.02)
 
 
 def test_sigterm_drains_in_flight_requests_then_exits_0(

@@ -7,6 +7,8 @@ the server must answer, whatever its batching did.
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,19 @@ def decode_response(response: httpx.Response) -> dict[str, np.ndarray]:
         arrays[out["name"]] = arr.reshape(out["shape"])
     assert offset == (len(body) if length is not None else 0)
     return arrays
+
+
+INFLIGHT = re.compile(r'^exitserve_inflight_requests\{model="tiny"\} (\S+)$', re.M)
+
+
+def inflight(metrics_url: str) -> float:
+    """The server's own count of accepted, unanswered requests (from its metrics port)."""
+    match = INFLIGHT.search(httpx.get(f"{metrics_url}/metrics", timeout=5).text)
+    return float(match.group(1)) if match else 0.0
+
+
+def wait_for_inflight(metrics_url: str, count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while inflight(metrics_url) < count:
+        assert time.monotonic() < deadline, f"never saw {count} requests in flight"
+        time.sleep(0.02)
