@@ -34,8 +34,9 @@ def create_app(
 ) -> FastAPI:
     """An app serving `settings.model_repository`; the lifespan starts and drains it.
 
-    With a data plane passed in, pass the registry its Metrics uses (or none, when it
-    exposes `.metrics`), so that request metrics land beside the data plane's.
+    Request metrics go where the data plane records: into its `.metrics` when a data plane
+    is passed in, else into a Metrics on `registry` (fresh by default) that the data plane
+    built here also gets. The metrics port serves that registry.
     """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = getattr(dataplane, "metrics", None)
