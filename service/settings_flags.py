@@ -29,12 +29,13 @@ def flag_name(field: str) -> str:
 
 def settings_options(command: F) -> F:
     """Decorate `command` with one option per setting, each defaulting to None (= not set)."""
-    for name, info in reversed(list(Settings.model_fields.items())):
-        if name not in NO_FLAG:
-            command = _option(name, info, f"[env {ENV_PREFIX}{name.upper()}]")(command)
+    # click lists options in reverse order of decoration: batching last, fields in order.
     for name in reversed(BATCHING):
         info = BatchingConfig.model_fields[name]
         command = _option(name, info, f"(all models) [env {ENV_PREFIX}BATCHING, JSON]")(command)
+    for name, info in reversed(list(Settings.model_fields.items())):
+        if name not in NO_FLAG:
+            command = _option(name, info, f"[env {ENV_PREFIX}{name.upper()}]")(command)
     return command
 
 
@@ -48,7 +49,7 @@ def settings_values(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _option(name: str, info: FieldInfo, suffix: str) -> Callable[[F], F]:
-    help_text = f"{info.description or name} {suffix}"
+    help_text = f"{info.description or name.replace('_', ' ')} {suffix}"
     flag, annotation = flag_name(name), info.annotation
     if annotation is bool:
         decls = f"{flag}/--no-{flag[2:]}"
