@@ -1,4 +1,8 @@
-"""Start and stop a real `exitserve serve` process on a free loopback port."""
+"""Start and stop a real `exitserve serve` process on a free loopback port.
+
+The one way the benchmarks, the soak and the tests start a server: a subprocess, so that
+what is measured or tested is the real command with its real signal handling.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -23,9 +30,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServerFailed(RuntimeError):
+    """The server died or never became ready; the message ends with its log."""
+
+
 @dataclass
-class ServerProcess:
-    """A running server: its base URL, metrics URL and process."""
+class LiveServer:
+    """A running server process: its base URLs, the process and its log."""
 
     url: str
     metrics_url: str
@@ -35,56 +46,68 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait for the drain; SIGKILL (and a failing exit code) if it overstays."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return int(self.process.returncode)
 
-def wait_ready(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
-    """Poll /v2/health/ready until 200; fail early if the process died."""
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def wait_ready(server: LiveServer, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll /v2/health/ready until 200; fail fast, with the log, if the process dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if server.process.poll() is not None:
+            raise ServerFailed(f"server exited with {server.process.returncode}:\n{server.log()}")
+        if _ready(server.url):
+            return
         time.sleep(0.1)
-    raise TimeoutError(f"server at {url} not ready after {timeout_s} s")
+    server.stop()
+    raise ServerFailed(f"server not ready after {timeout_s} s:\n{server.log()}")
+
+
+def serve_command(repository: Path, port: int, metrics_port: int, args: Sequence[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *args,
+    ]  # fmt: skip
 
 
 @contextmanager
 def running_server(
-    repository: Path, log_dir: Path, env: Mapping[str, str] | None = None,
-    args: tuple[str, ...] = (), ready_timeout_s: float = 120.0,
-) -> Iterator[ServerProcess]:  # fmt: skip
-    """Run `exitserve serve` against `repository` until the block ends, then SIGTERM it."""
+    repository: Path, log_dir: Path, args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
+) -> Iterator[LiveServer]:  # fmt: skip
+    """Run `exitserve serve` on `repository` until the block ends, then SIGTERM it.
+
+    The caller's EXITSERVE_* variables are dropped so only `args` and `env` configure it.
+    """
     port, metrics_port = free_port(), free_port()
-    cmd = [
-        sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *args,
-    ]  # fmt: skip
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{port}.log"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("EXITSERVE_")}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})  # fmt: skip
-    server = ServerProcess(
-        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", proc, log_path
-    )
+        process = subprocess.Popen(
+            serve_command(repository, port, metrics_port, args), stdout=log,
+            stderr=subprocess.STDOUT, env={**clean_env, **(env or {})},
+        )  # fmt: skip
+    server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}",
+                        process, log_path)  # fmt: skip
     try:
-        wait_ready(server.url, ready_timeout_s, proc)
+        wait_ready(server, ready_timeout_s)
         yield server
     finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM, wait for the drain, SIGKILL only if it overstays."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return int(proc.returncode)
+        server.stop()

@@ -14,7 +14,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.server import free_port
 from tests.deploy.manifests import (
     DOCKERFILE,
     ENV_PREFIX,
@@ -94,12 +94,6 @@ def builder_commands(venv: Path, context: Path, python: str) -> list[list[str]]:
             )
             commands.append(argv)
     return commands
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(argv: list[str], cwd: Path) -> None:

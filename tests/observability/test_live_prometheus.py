@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import numpy.typing as npt
 import pytest
 import yaml
 
+from loadtest.server import free_port, running_server
 from models.manifest import Manifest, load_manifest
 from tests.observability.promql import (
     PROMETHEUS_CONFIG,
@@ -47,7 +47,6 @@ from tests.observability.promql import (
     signals,
     substitute,
 )
-from tests.service.conftest import running_server
 
 PROMETHEUS = shutil.which("prometheus")
 MODEL = "tiny"
@@ -131,13 +130,6 @@ class Stack:
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, probe: Any, timeout_s: float = TIMEOUT_S, proc: Any = None) -> Any:
