@@ -67,3 +67,9 @@ class InferenceFailed(ExitServeError):
     """A segment run raised; every request in that batch gets this, the server carries on."""
 
     status_code = 500
+
+
+class ClientGone(ExitServeError):
+    """The client hung up before its answer was ready; 499 as nginx logs it, read by nobody."""
+
+    status_code = 499

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import context as ctx
 from service.api.body import read_body
+from service.api.disconnect import unless_disconnected
 from service.api.docs import INFER_ERRORS, json_body
 from service.protocol import v1
 from service.protocol.schema import InferenceResponse, PredictResponse
@@ -52,7 +53,7 @@ async def predict(request: Request, model_name: ctx.ModelName) -> Response:
     body = await read_body(request, limits.max_body_bytes)
     data = await _decode(len(body), v1.decode_predict, body, manifest,
                          limits.max_samples_per_request)  # fmt: skip
-    result = await plane.infer(data)
+    result = await unless_disconnected(request, plane.infer(data))
     return Response(v1.encode_predict(result), media_type=JSON)
 
 
@@ -62,7 +63,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     body = await read_body(request, limits.max_body_bytes)
     decoded = await _decode(len(body), decode_infer, body, request.headers.get(HEADER_LENGTH),
                             manifest, limits.max_samples_per_request)  # fmt: skip
-    result = await plane.infer(decoded.request)
+    result = await unless_disconnected(request, plane.infer(decoded.request))
     encoded = encode_infer(result, decoded.outputs, decoded.request_id)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
