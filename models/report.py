@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on build machines
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 from models.calibrate import Outcome, PolicyChoice
 
@@ -45,56 +46,79 @@ def write_report(data: ReportData, version_dir: Path) -> list[Path]:
     return paths
 
 
+def load_report(version_dir: Path) -> ReportData:
+    """Read `calibration.json` back, e.g. to redraw the plot without rebuilding."""
+    raw = json.loads((version_dir / JSON).read_text(encoding="utf-8"))
+    choices = {
+        p: PolicyChoice(
+            policy=c["policy"],
+            thresholds=c["thresholds"],
+            val=Outcome(**c["val"]),
+            feasible=c["feasible"],
+            curve=[(float(x), float(y)) for x, y in c["curve"]],
+        )
+        for p, c in raw.pop("choices").items()
+    }
+    test = {p: Outcome(**o) for p, o in raw.pop("test").items()}
+    return ReportData(**raw, choices=choices, test=test)
+
+
 def _plot(data: ReportData, path: Path) -> None:
     """Left: accuracy vs compute over the shared-threshold sweep; right: exit hit rates."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    final = data.val_accuracy_per_exit[-1]
+    _plot_tradeoff(data, left)
+    _plot_hit_rates(data, right)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_tradeoff(data: ReportData, ax: Axes) -> None:
+    final = 100 * data.val_accuracy_per_exit[-1]
+    tol = data.tolerance_pp
     for policy, choice in data.choices.items():
-        xs, ys = zip(*choice.curve, strict=True) if choice.curve else ((), ())
-        (line,) = left.plot(xs, [100 * y for y in ys], label=f"{policy} (shared threshold)")
-        left.scatter(
+        xs = [x for x, _ in choice.curve]
+        (line,) = ax.plot(xs, [100 * y for _, y in choice.curve], label=f"{policy} (shared t)")
+        ax.scatter(
             [choice.val.compute_fraction],
             [100 * choice.val.accuracy],
             color=line.get_color(),
             marker="*",
-            s=140,
+            s=160,
             zorder=3,
+            label=f"{policy} calibrated",
         )
-    left.axhline(100 * final, color="black", lw=0.8, label="final exit only")
-    left.axhline(
-        100 * final - data.tolerance_pp,
-        color="black",
-        lw=0.8,
-        ls="--",
-        label=f"tolerance {data.tolerance_pp} pp",
-    )
-    left.set(
-        xlabel="expected compute fraction",
+    ax.axhline(final, color="black", lw=0.8, label="final exit only")
+    ax.axhline(final - tol, color="black", lw=0.8, ls="--", label=f"-{tol} pp tolerance")
+    best = max(100 * y for c in data.choices.values() for _, y in c.curve or [(0, 0)])
+    ax.set_ylim(final - 4 * max(tol, 0.25), max(best, final) + max(tol, 0.25))
+    ax.set(
+        xlabel="expected compute fraction (validation)",
         ylabel="validation accuracy (%)",
-        title=f"{data.model}: accuracy vs compute (★ = calibrated)",
+        title=f"{data.model}: accuracy vs compute",
     )
-    left.set_ylim(max(0.0, 100 * final - 8 * max(data.tolerance_pp, 0.25)), 100.5)
-    left.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+
+
+def _plot_hit_rates(data: ReportData, ax: Axes) -> None:
     exits = list(range(1, len(data.cumulative) + 1))
-    width = 0.8 / max(1, len(data.choices))
-    for i, policy in enumerate(data.choices):
-        hits = [100 * h for h in data.test[policy].exit_distribution]
-        right.bar(
-            [e + (i - (len(data.choices) - 1) / 2) * width for e in exits],
-            hits,
-            width,
-            label=f"{policy} (test)",
-        )
-    right.set(
-        xlabel="exit",
-        ylabel="samples leaving here (%)",
-        xticks=exits,
-        title="exit hit rates with calibrated thresholds",
+    width = 0.8 / max(1, len(data.test))
+    for i, (policy, outcome) in enumerate(data.test.items()):
+        hits = [100 * h for h in outcome.exit_distribution]
+        xs = [e + (i - (len(data.test) - 1) / 2) * width for e in exits]
+        bars = ax.bar(xs, hits, width, label=f"{policy}")
+        ax.bar_label(bars, labels=[f"{h:.1f}" for h in hits], fontsize=6)
+    labels = [
+        f"{k}\n{100 * c:.0f}% cost\nacc {100 * a:.2f}%"
+        for k, c, a in zip(exits, data.cumulative, data.test_accuracy_per_exit, strict=True)
+    ]
+    ax.set_xticks(exits, labels, fontsize=8)
+    ax.set(
+        ylabel="test samples leaving here (%)",
+        ylim=(0, 110),
+        title="exit hit rates on the test set (calibrated thresholds)",
     )
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    ax.legend(fontsize=8)
 
 
 def pct(value: float) -> str:
@@ -135,3 +159,10 @@ def markdown(data: ReportData) -> str:
     final = data.test_accuracy_per_exit[-1]
     lines += ["", f"Final exit only (test): accuracy {pct(final)} %, compute 1.000.", ""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # redraw: python -m models.report models/repository/mnist/1
+    import sys
+
+    for folder in sys.argv[1:]:
+        write_report(load_report(Path(folder)), Path(folder))

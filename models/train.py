@@ -115,7 +115,7 @@ def _run_epochs(
             optimiser.step()
             schedule.step()
             losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         result.step_losses.extend(losses)
         result.epoch_losses.append(float(np.mean(losses)))
 
