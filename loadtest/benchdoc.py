@@ -103,6 +103,7 @@ def plot(res: Results, folder: Path) -> list[str]:
 
 def write_doc(res: Results, out: Path, command: str) -> None:
     """Rewrite the benchmarks document from this run's results."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     images = plot(res, out.parent)
     fixed_title = f"### Fixed moderate load ({res.fixed_rate:.0f} req/s, Poisson arrivals)"
     lines = [
