@@ -129,6 +129,8 @@ def tiny_config(name: str = "tiny", data: str = "mnist", progress: bool = False)
         data=data,
         sizes=SplitSizes(train_samples=2000, val_samples=500, test_samples=500),
         # three short epochs: the final exit (global pooling) needs ~200 steps to overtake
-        train=TrainConfig(epochs=3, batch_size=32, lr=1e-2, seed=0, progress=progress),
+        # one thread: a net this small gains nothing from two, and on a busy machine every
+        # multi-threaded op pays for descheduled OpenMP workers (30x slower seen)
+        train=TrainConfig(epochs=3, batch_size=32, lr=1e-2, seed=0, threads=1, progress=progress),
         parity_samples=64,
     )

@@ -38,7 +38,7 @@ def quick_config() -> BuildConfig:
         arch_options={"width": 4, "depth": (1, 1, 1)},
         percentiles=base.percentiles,
         sizes=SplitSizes(train_samples=256, val_samples=128, test_samples=128),
-        train=TrainConfig(epochs=1, batch_size=64, progress=False),
+        train=TrainConfig(epochs=1, batch_size=64, threads=1, progress=False),
         parity_samples=32,
     )
 

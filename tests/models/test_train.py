@@ -13,7 +13,7 @@ from models.architectures import build_model  # noqa: E402
 from models.data import Dataset  # noqa: E402
 from models.train import TrainConfig, exit_probabilities, train, train_stage  # noqa: E402
 
-CONFIG = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, progress=False)
+CONFIG = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, threads=1, progress=False)
 
 
 def _tiny() -> object:
