@@ -45,11 +45,7 @@ def build_model(
     opts = {**spec.options, **options}
     units = spec.units(input_shape, opts)
     costs, activations = count_chain_macs(units, torch.zeros(1, *input_shape))
-    if cuts is None:
-        chosen = percentiles if percentiles is not None else spec.percentiles
-        cuts = place_exits(costs, chosen) if chosen is not None else spec.cuts
-    if cuts is None or list(cuts) != sorted(set(cuts)) or cuts[-1] != len(units) or cuts[0] < 1:
-        raise ValueError(f"cuts must rise strictly to {len(units)}: {cuts}")
+    cuts = _resolve_cuts(spec, costs, percentiles, cuts)
     starts = [0, *cuts[:-1]]
     blocks: list[nn.Module] = [
         nn.Sequential(*units[a:b]) for a, b in zip(starts, cuts, strict=True)
@@ -60,6 +56,21 @@ def build_model(
     ]
     config = ArchConfig(arch, input_shape, num_classes, tuple(cuts), opts, tuple(costs))
     return MultiExitNet(blocks, heads, config)
+
+
+def _resolve_cuts(
+    spec: ArchSpec,
+    costs: list[int],
+    percentiles: Sequence[float] | None,
+    cuts: Sequence[int] | None,
+) -> list[int]:
+    """Explicit cuts win; else place exits at the given (or the spec's) cost percentiles."""
+    if cuts is None:
+        chosen = percentiles if percentiles is not None else spec.percentiles
+        cuts = place_exits(costs, chosen) if chosen is not None else spec.cuts
+    if cuts is None or list(cuts) != sorted(set(cuts)) or cuts[-1] != len(costs) or cuts[0] < 1:
+        raise ValueError(f"cuts must rise strictly to {len(costs)}: {cuts}")
+    return list(cuts)
 
 
 def rebuild(config: ArchConfig) -> MultiExitNet:

@@ -56,42 +56,46 @@ def cumulative_fractions(costs: list[int]) -> list[float]:
 
 def package(trained: Trained, config: BuildConfig, out: Path) -> Path:
     """Export, check, calibrate, describe and publish `trained` as `out/name/version`."""
-    model, splits = trained.model.eval(), trained.splits
+    model = trained.model.eval()
     final_dir = out / config.name / config.version
     scratch = out / config.name / f".{config.version}.building"
     shutil.rmtree(scratch, ignore_errors=True)
     started = time.monotonic()
     exported = export_segments(model, scratch)
-    diffs = check_parity(model, scratch, splits.test.x[: config.parity_samples])
+    diffs = check_parity(model, scratch, trained.splits.test.x[: config.parity_samples])
     log.info("exported %d segments; max abs diff vs PyTorch %.2g", len(exported), max(diffs))
+    report = measure(trained, config)
+    save_manifest(make_manifest(trained, config, exported, report), scratch)
+    load_manifest(scratch)  # the server's own validation, before anything is published
+    write_report(report, scratch)
+    _publish(scratch, final_dir)
+    log.info("published %s in %.0fs", final_dir, time.monotonic() - started)
+    return final_dir
+
+
+def measure(trained: Trained, config: BuildConfig) -> ReportData:
+    """Costs, per-exit accuracies, thresholds calibrated on val and their effect on test."""
+    model, splits = trained.model, trained.splits
     costs = segment_macs(model)
     cumulative = np.asarray(cumulative_fractions(costs), dtype=np.float32)
     val_probs = exit_probabilities(model, splits.val.x)
     test_probs = exit_probabilities(model, splits.test.x)
     log.info("evaluated %d val + %d test samples", len(splits.val), len(splits.test))
     choices = calibrate(val_probs, splits.val.y, cumulative, config.tolerance_pp)
-    default = pick_default(choices)
-    test = {
-        p: apply(test_probs, splits.test.y, p, c.thresholds, cumulative) for p, c in choices.items()
-    }
-    report = ReportData(
+    return ReportData(
         model=f"{config.name}/{config.version}",
         tolerance_pp=config.tolerance_pp,
-        default_policy=default,
+        default_policy=pick_default(choices),
         segment_macs=costs,
         cumulative=cumulative.tolist(),
         val_accuracy_per_exit=accuracy_per_exit(val_probs, splits.val.y),
         test_accuracy_per_exit=accuracy_per_exit(test_probs, splits.test.y),
         choices=choices,
-        test=test,
+        test={
+            p: apply(test_probs, splits.test.y, p, c.thresholds, cumulative)
+            for p, c in choices.items()
+        },
     )
-    manifest = make_manifest(trained, config, exported, report)
-    save_manifest(manifest, scratch)
-    load_manifest(scratch)  # the server's own validation, before anything is published
-    write_report(report, scratch)
-    _publish(scratch, final_dir)
-    log.info("published %s in %.0fs", final_dir, time.monotonic() - started)
-    return final_dir
 
 
 def make_manifest(

@@ -128,21 +128,39 @@ def pct(value: float) -> str:
 
 def markdown(data: ReportData) -> str:
     """The report as markdown tables (also what docs/models.md quotes)."""
-    exits = range(len(data.cumulative))
-    lines = [
-        f"# Calibration report: {data.model}",
-        "",
-        f"Tolerance {data.tolerance_pp} pp below the final exit; default policy "
-        f"`{data.default_policy}`.",
-        "",
+    final = data.test_accuracy_per_exit[-1]
+    return "\n".join(
+        [
+            f"# Calibration report: {data.model}",
+            "",
+            f"Tolerance {data.tolerance_pp} pp below the final exit; default policy "
+            f"`{data.default_policy}`.",
+            "",
+            *_exit_table(data),
+            "",
+            *_policy_table(data),
+            "",
+            f"Final exit only (test): accuracy {pct(final)} %, compute 1.000.",
+            "",
+        ]
+    )
+
+
+def _exit_table(data: ReportData) -> list[str]:
+    rows = [
         "| exit | segment MMACs | cumulative compute | val acc % | test acc % |",
         "|---|---|---|---|---|",
-        *[
+    ]
+    for k in range(len(data.cumulative)):
+        rows.append(
             f"| {k + 1} | {data.segment_macs[k] / 1e6:.2f} | {pct(data.cumulative[k])}% "
             f"| {pct(data.val_accuracy_per_exit[k])} | {pct(data.test_accuracy_per_exit[k])} |"
-            for k in exits
-        ],
-        "",
+        )
+    return rows
+
+
+def _policy_table(data: ReportData) -> list[str]:
+    rows = [
         "| policy | thresholds | val acc % | val compute | test acc % | test compute "
         "| test exit distribution % |",
         "|---|---|---|---|---|---|---|",
@@ -151,14 +169,12 @@ def markdown(data: ReportData) -> str:
         test = data.test[policy]
         thresholds = ", ".join(f"{t:.4g}" for t in choice.thresholds)
         dist = " / ".join(f"{100 * d:.1f}" for d in test.exit_distribution)
-        lines.append(
+        rows.append(
             f"| {policy} | {thresholds} | {pct(choice.val.accuracy)} "
             f"| {choice.val.compute_fraction:.3f} | {pct(test.accuracy)} "
             f"| {test.compute_fraction:.3f} | {dist} |"
         )
-    final = data.test_accuracy_per_exit[-1]
-    lines += ["", f"Final exit only (test): accuracy {pct(final)} %, compute 1.000.", ""]
-    return "\n".join(lines)
+    return rows
 
 
 if __name__ == "__main__":  # redraw: python -m models.report models/repository/mnist/1

@@ -99,24 +99,36 @@ def _run_epochs(
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps)
     for epoch in range(config.epochs):
+        batches = _batches(data, config.batch_size, generator, device)
         bar = tqdm(
-            _batches(data, config.batch_size, generator, device),
+            batches,
             total=-(-len(data) // config.batch_size),
             desc=f"{label} epoch {epoch + 1}/{config.epochs}",
             disable=not config.progress,
             leave=False,
         )
-        losses = []
-        for xb, yb in bar:
-            loss = loss_fn(xb, yb)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        losses = [_step(loss_fn, xb, yb, optimiser, schedule, bar) for xb, yb in bar]
         result.step_losses.extend(losses)
         result.epoch_losses.append(float(np.mean(losses)))
+
+
+def _step(
+    loss_fn: LossFn,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    bar: tqdm[tuple[torch.Tensor, torch.Tensor]],
+) -> float:
+    """One optimisation step; returns its loss."""
+    loss = loss_fn(xb, yb)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimiser.step()
+    schedule.step()
+    value = float(loss.detach())
+    bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+    return value
 
 
 def train(model: MultiExitNet, data: Dataset, config: TrainConfig) -> TrainResult:
