@@ -25,7 +25,7 @@ def _tiny() -> object:
 
 def _accuracy(model: object, data: Dataset) -> np.ndarray:
     probs = exit_probabilities(model, data.x)  # type: ignore[arg-type]
-    return (probs.argmax(-1) == data.y[None, :]).mean(axis=1)
+    return np.asarray((probs.argmax(-1) == data.y[None, :]).mean(axis=1))
 
 
 def test_joint_training_learns_every_exit(small_splits: tuple[Dataset, Dataset]) -> None:
