@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from models.architectures import REGISTRY
 from models.build import BuildConfig, Trained, build_repository, default_configs
 from models.data import DataError
 from models.manifest import ManifestError
@@ -53,7 +54,9 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 TRAIN_OPTIONS: list[Decorator] = [
     click.option("--data", required=True, help="mnist, fashion-mnist, npz:PATH or folder:PATH"),
-    click.option("--arch", default="resnet", show_default=True, help="resnet or blenet"),
+    click.option(
+        "--arch", type=click.Choice(sorted(REGISTRY)), default="resnet", show_default=True
+    ),
     click.option("--arch-option", "arch_option", multiple=True, help="KEY=VALUE, e.g. width=16"),
     click.option("--percentiles", help="exit positions as cost shares, e.g. 0.15,0.4,0.7,1"),
     click.option("--mode", type=click.Choice(["joint", "layerwise"]), default="joint"),
