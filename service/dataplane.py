@@ -24,6 +24,7 @@ from service.metrics import Metrics
 from service.policies import resolve_policy
 from service.registry import ModelRegistry
 from service.scheduler import BatchTrace
+from service.sessions import choose_placement
 from service.settings import Settings
 from service.types import InferenceInput, InferenceResult
 
@@ -51,7 +52,7 @@ class DataPlane:
     async def start(self) -> None:
         """Load and warm every model in the repository; then the server is ready."""
         self._executor = ThreadPoolExecutor(
-            self.settings.executor_threads, thread_name_prefix="exitserve-stage"
+            executor_threads(self.settings), thread_name_prefix="exitserve-stage"
         )
         self._registry = ModelRegistry(self.settings, self.metrics, self._executor, self._trace)
         await self._registry.load_all()
@@ -195,3 +196,10 @@ def check_input(manifest: Manifest, data: npt.NDArray[Any], max_rows: int) -> np
     if not np.isfinite(data).all():
         raise BadRequest("inputs[0] contains NaN or infinity")
     return data
+
+
+def executor_threads(settings: Settings) -> int:
+    """The configured count, or 1 on CPU / 4 on CUDA: measured in docs/benchmarks.md."""
+    if settings.executor_threads:
+        return settings.executor_threads
+    return 4 if choose_placement(settings).device_type == "cuda" else 1

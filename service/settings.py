@@ -21,7 +21,11 @@ class BatchingConfig(BaseModel):
 
     max_batch_size: int = Field(32, ge=1, le=4096, description="most samples in one segment run")
     max_queue_delay_ms: float = Field(
-        2.0, ge=0, le=1000, description="longest a sample waits for its batch to fill"
+        0.0,
+        ge=0,
+        le=1000,
+        description="longest a sample waits for its batch to fill; 0 = greedy: a free stage "
+        "runs at once on what is queued, so batches form from what arrived while it was busy",
     )
 
 
@@ -57,7 +61,11 @@ class Settings(BaseSettings):
         "on for CUDA, off for CPU; on forces the bound path on CPU too (tests)",
     )
     executor_threads: int = Field(
-        4, ge=1, le=64, description="worker threads that run segment batches off the event loop"
+        0,
+        ge=0,
+        le=64,
+        description="worker threads that run segment batches off the event loop; 0 = auto: "
+        "1 on CPU (one run already uses every core; more only oversubscribe them), 4 on CUDA",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     scheduling: Literal["stage", "naive", "none"] = Field(
