@@ -67,6 +67,12 @@ def fixed_load(url: str, reqs: list[EncodedRequest], rate: float, seconds: float
     return lambda: asyncio.run(open_loop(url, reqs, rate, bounds, progress=False))
 
 
+def accuracy_pass(url: str, reqs: list[EncodedRequest]) -> Report:
+    """Every sample exactly once, so both configurations are scored on the same images."""
+    bounds = Bounds(duration_s=600.0, max_requests=len(reqs))
+    return asyncio.run(closed_loop(url, reqs, 2, bounds, progress=False))
+
+
 def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,
                  seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
     """Comparisons 1, 2 and 5 against one server: only request parameters change."""
@@ -79,6 +85,10 @@ def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndar
             "early exit": saturation(url, single, 32, seconds),
             "full depth": saturation(url, full, 32, seconds),
         }, rounds)  # fmt: skip
+        res.accuracy = {
+            "early exit": accuracy_pass(url, _requests(x, y, 100, None)),
+            "full depth": accuracy_pass(url, _requests(x, y, 100, {"full_depth": True})),
+        }
         rate = 0.5 * _median(res.saturation["full depth"], "requests_per_s")
         res.fixed_rate = rate
         click.echo(f"1b. fixed load {rate:.0f} req/s (open loop, Poisson)")
