@@ -26,7 +26,7 @@ from loadtest.generators import Bounds, closed_loop, open_loop
 from loadtest.report import Report
 from loadtest.server import running_server
 from models.data import load_mnist
-from service.settings import bundled_repository
+from models.paths import bundled_repository
 
 SCHEDULING = ("stage", "naive", "none")
 SWEEP = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)

@@ -20,7 +20,7 @@ from loadtest.generators import Bounds, open_loop
 from loadtest.report import Report
 from loadtest.server import running_server
 from models.data import load_mnist
-from service.settings import bundled_repository
+from models.paths import bundled_repository
 
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 

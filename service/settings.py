@@ -8,12 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.paths import bundled_repository
+
 ENV_PREFIX = "EXITSERVE_"
-
-
-def bundled_repository() -> Path:
-    """The model repository shipped inside the `models` package."""
-    return Path(__file__).resolve().parent.parent / "models" / "repository"
 
 
 class BatchingConfig(BaseModel):
