@@ -17,9 +17,8 @@ from pathlib import Path
 
 import click
 import numpy as np
-import onnxruntime as ort
 
-from loadtest import inprocess
+from loadtest import gpubench, inprocess
 from loadtest.benchdoc import Results, write_doc
 from loadtest.client import EncodedRequest, encode
 from loadtest.generators import Bounds, closed_loop, open_loop
@@ -27,8 +26,10 @@ from loadtest.report import Report
 from loadtest.server import running_server
 from models.data import load_mnist
 from models.paths import bundled_repository
+from service.sessions import cuda_available
 
 SCHEDULING = ("stage", "naive", "none")
+CPU_ENV = {"EXITSERVE_DEVICE": "cpu"}  # sections 1-5 are about the CPU provider, GPU host or not
 SWEEP = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
 
 
@@ -55,10 +56,15 @@ def interleave(configs: dict[str, Callable[[], Report]], rounds: int) -> dict[st
     return out
 
 
+def measure_closed(url: str, reqs: list[EncodedRequest], concurrency: int, bounds: Bounds
+                   ) -> Report:  # fmt: skip
+    return asyncio.run(closed_loop(url, reqs, concurrency, bounds, progress=False))
+
+
 def saturation(url: str, reqs: list[EncodedRequest], concurrency: int, seconds: float
                ) -> Callable[[], Report]:  # fmt: skip
     bounds = Bounds(duration_s=seconds, warmup_requests=20)
-    return lambda: asyncio.run(closed_loop(url, reqs, concurrency, bounds, progress=False))
+    return lambda: measure_closed(url, reqs, concurrency, bounds)
 
 
 def fixed_load(url: str, reqs: list[EncodedRequest], rate: float, seconds: float
@@ -76,7 +82,7 @@ def accuracy_pass(url: str, reqs: list[EncodedRequest]) -> Report:
 def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,
                  seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
     """Comparisons 1, 2 and 5 against one server: only request parameters change."""
-    with running_server(repo, logs) as srv:
+    with running_server(repo, logs, env=CPU_ENV) as srv:
         url = f"{srv.url}/v2/models/{model}/infer"
         single = _requests(x, y, 1, None)
         full = _requests(x, y, 1, {"full_depth": True})
@@ -115,7 +121,7 @@ def bench_scheduling(res: Results, repo: Path, model: str, x: np.ndarray, y: np.
     for mode in SCHEDULING:
 
         def run(mode: str = mode) -> Report:
-            env = {"EXITSERVE_SCHEDULING": mode}
+            env = {**CPU_ENV, "EXITSERVE_SCHEDULING": mode}
             with running_server(repo, logs, env=env) as srv:
                 return saturation(f"{srv.url}/v2/models/{model}/infer", single, 32, seconds)()
 
@@ -135,8 +141,19 @@ def bench_inprocess(res: Results, version_dir: Path, x: np.ndarray) -> None:
     res.oracle_fraction, res.policy_fraction = inprocess.oracle_fraction(chain, x)
 
 
-def gpu_available() -> bool:
-    return "CUDAExecutionProvider" in ort.get_available_providers() and ort.get_device() == "GPU"
+def gpu_section(repo: Path, model: str, data: tuple[np.ndarray, np.ndarray], seconds: float,
+                rounds: int, logs: Path, out: Path, command: str) -> list[str]:  # fmt: skip
+    """Measured where CUDA works; elsewhere an earlier run's section is kept, if any."""
+    if not cuda_available():
+        return gpubench.kept_section(out) or [
+            gpubench.BEGIN,
+            "## GPU",
+            "",
+            "Not run: no CUDA device on this machine.",
+            gpubench.END,
+        ]
+    res = gpubench.run_gpu(repo, model, *data, measure_closed, seconds, rounds, logs)
+    return gpubench.section(res, command, len(os.sched_getaffinity(0)))
 
 
 @click.command()
@@ -146,25 +163,40 @@ def gpu_available() -> bool:
 @click.option("--seconds", default=6.0, show_default=True, help="per measurement")
 @click.option("--rounds", default=2, show_default=True)
 @click.option("--samples", default=4000, show_default=True, help="MNIST test samples used")
+@click.option("--gpu-only", is_flag=True, help="run only the GPU section and splice it in")
 def main(out: Path, repository: Path | None, model: str, seconds: float, rounds: int,
-         samples: int) -> None:  # fmt: skip
+         samples: int, gpu_only: bool) -> None:  # fmt: skip
     """Run every comparison and rewrite the benchmarks document."""
     repo = repository or bundled_repository()
     test = load_mnist("t10k")
     x, y = test.x[:samples], test.y[:samples]
+    flags = f"--seconds {seconds} --rounds {rounds} --samples {samples}"
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp)
+        if gpu_only:
+            command = f"python -m loadtest.bench --gpu-only {flags}"
+            gpu = gpu_section(repo, model, (x, y), seconds, rounds, logs, out, command)
+            out.write_text(gpubench.splice(out.read_text() if out.exists() else "", gpu))
+            click.echo(f"wrote the GPU section of {out}")
+            return
+        res = run_cpu(repo, model, x, y, seconds, rounds, logs)
+        res.gpu = gpu_section(repo, model, (x, y), seconds, rounds, logs, out,
+                              f"make bench  # python -m loadtest.bench {flags}")  # fmt: skip
+    write_doc(res, out, command=f"make bench  # python -m loadtest.bench {flags}")
+    click.echo(f"wrote {out}")
+
+
+def run_cpu(repo: Path, model: str, x: np.ndarray, y: np.ndarray, seconds: float, rounds: int,
+            logs: Path) -> Results:  # fmt: skip
+    """Comparisons 1 to 5 on the CPU execution provider."""
     res = Results(machine=f"{platform.processor() or platform.machine()}, "
                   f"{len(os.sched_getaffinity(0))} cores, {platform.system()}",
                   started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        logs = Path(tmp)
-        click.echo("4./2. in-process limit and oracle")
-        bench_inprocess(res, repo / model / "1", x)
-        bench_server(res, repo, model, x, y, seconds, rounds, logs)
-        bench_scheduling(res, repo, model, x, y, seconds, rounds, logs)
-    res.gpu = "run" if gpu_available() else "not run: no CUDA device on this machine"
-    write_doc(res, out, command=f"make bench  # python -m loadtest.bench --seconds {seconds} "
-              f"--rounds {rounds} --samples {samples}")  # fmt: skip
-    click.echo(f"wrote {out}")
+    click.echo("4./2. in-process limit and oracle")
+    bench_inprocess(res, repo / model / "1", x)
+    bench_server(res, repo, model, x, y, seconds, rounds, logs)
+    bench_scheduling(res, repo, model, x, y, seconds, rounds, logs)
+    return res
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ class Results:
     oracle_fraction: float = 0.0
     policy_fraction: float = 0.0
     accuracy: dict[str, Report] = field(default_factory=dict)
-    gpu: str = ""
+    gpu: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -40,7 +40,7 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b else "n/a"
 
 
-def _table(rows: dict[str, list[Report]]) -> list[str]:
+def report_table(rows: dict[str, list[Report]]) -> list[str]:
     lines = [
         "| configuration | samples/s | p50 ms | p99 ms | accuracy | exit distribution | errors |",
         "| --- | ---: | ---: | ---: | ---: | --- | --- |",
@@ -146,22 +146,22 @@ def write_doc(res: Results, out: Path, command: str) -> None:
         "## Targets", "", *_headline(res), "",
         "## 1. Early exit vs full depth (same server, `full_depth` request parameter)", "",
         "### Saturation (closed loop, 32 clients, one sample per request)", "",
-        *_table(res.saturation), "", fixed_title, "", *_table(res.fixed), "",
+        *report_table(res.saturation), "", fixed_title, "", *report_table(res.fixed), "",
         "## 2. The server vs the in-process limit", "",
         f"- In-process batched (batch 32, no HTTP): early exit {res.inproc_ee:.0f} samples/s, "
         f"full depth {res.inproc_fd:.0f} samples/s.",
         f"- In-process single-sample latency (median): {res.inproc_single_ms:.2f} ms.",
-        "", *_table({**res.batched, **({"c=1": [res.c1]} if res.c1 else {})}), "",
+        "", *report_table({**res.batched, **({"c=1": [res.c1]} if res.c1 else {})}), "",
         "## 3. Stage batching vs naive early exit vs no batching", "",
-        *(_table(res.scheduling) if res.scheduling else ["Not measured in this run."]), "",
+        *(report_table(res.scheduling) if res.scheduling else ["Not measured in this run."]), "",
         "## 4. The calibrated policy vs the oracle", "",
         f"Compute fraction of full depth: oracle {res.oracle_fraction:.3f}, calibrated "
         f"confidence policy {res.policy_fraction:.3f} (the oracle leaves at the first exit "
         "whose prediction equals the final exit's).", "",
         "## 5. Threshold sweep (confidence threshold on every exit)", "",
-        *_table(res.sweep), "", *[f"![benchmarks]({i})" for i in images], "",
+        *report_table(res.sweep), "", *[f"![benchmarks]({i})" for i in images], "",
         "## Where the time goes", "", *_analysis(res), "",
-        "## GPU", "", f"{res.gpu}.", "",
+        *res.gpu, "",
         *(["## Notes", "", *[f"- {n}" for n in res.notes], ""] if res.notes else []),
     ]  # fmt: skip
     out.write_text("\n".join(lines))

@@ -34,14 +34,16 @@ class Chain:
         return (outs[1] if len(outs) > 1 else None), outs[0]
 
 
-def load_chain(version_dir: Path, threads: int = 0) -> Chain:
-    """One CPU session per segment, threads as the server configures them by default."""
+def load_chain(version_dir: Path, threads: int = 0, providers: list[str] | None = None) -> Chain:
+    """One session per segment (CPU unless `providers` says), threads as the server's default."""
     manifest = load_manifest(version_dir)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = [
-        ort.InferenceSession(str(version_dir / s.file), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            str(version_dir / s.file), opts, providers=providers or ["CPUExecutionProvider"]
+        )
         for s in manifest.segments
     ]
     return Chain(manifest, sessions)
