@@ -8,6 +8,7 @@ knows which exit would have agreed with the final one.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,11 @@ class Chain:
         return (outs[1] if len(outs) > 1 else None), outs[0]
 
 
-def load_chain(version_dir: Path, threads: int = 0, providers: list[str] | None = None) -> Chain:
+def load_chain(
+    version_dir: Path,
+    threads: int = 0,
+    providers: Sequence[str | tuple[str, dict[str, str]]] | None = None,
+) -> Chain:
     """One session per segment (CPU unless `providers` says), threads as the server's default."""
     manifest = load_manifest(version_dir)
     opts = ort.SessionOptions()

@@ -113,6 +113,14 @@ def _ensure_global_pool(intra: int) -> None:
             log.warning("the process-wide onnxruntime pool keeps its %s threads", _global_pool)
 
 
+def cuda_options(settings: Settings, placement: Placement) -> dict[str, str]:
+    """CUDA provider options; the algorithm search matters because batch sizes vary."""
+    options: dict[str, str] = {"cudnn_conv_algo_search": settings.cudnn_conv_algo_search}
+    if placement.device_id:  # naming device 0 makes onnxruntime 1.31 warn per session
+        options["device_id"] = str(placement.device_id)
+    return options
+
+
 def create_session(
     source: Path | bytes, settings: Settings, placement: Placement, label: str
 ) -> ort.InferenceSession:
@@ -121,7 +129,9 @@ def create_session(
     The CUDA probe already decided where the model runs, and a model whose sessions sit on
     different devices would break the bound (device-resident) path.
     """
-    providers = [placement.provider] if placement.provider == CPU else [placement.provider, CPU]
+    providers: list[str | tuple[str, dict[str, str]]] = [CPU]
+    if placement.provider == CUDA:
+        providers.insert(0, (CUDA, cuda_options(settings, placement)))
     model = str(source) if isinstance(source, Path) else source
     sess = ort.InferenceSession(model, session_options(settings), providers=providers)
     got = sess.get_providers()[0]

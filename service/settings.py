@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         description="onnxruntime CPU threads: a pool per segment session (spinning per "
         "allow_spinning) or one process-wide pool; per_session measured faster on 2 cores",
     )
+    cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
+        "HEURISTIC",
+        description="how the CUDA provider picks convolution algorithms; early exit sends "
+        "batches of every size, and EXHAUSTIVE benchmarks each new shape (measured on an "
+        "H100: early exit 4.5x slower than full depth with it, docs/benchmarks.md)",
+    )
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto",
         description="keep hidden states where the provider put them (I/O binding); auto = "

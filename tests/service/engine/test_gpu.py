@@ -17,6 +17,10 @@ from service.settings import Settings
 from service.types import InferenceInput, PolicyOverride
 from tests.service.engine.conftest import Reference, run, started
 
+# onnxruntime's CUDA provider runs convolutions in TF32 by default (10-bit mantissa); on an
+# H100 the tiny model's probabilities then differ from the CPU's by up to ~3e-4 at full depth.
+CUDA_ATOL = 2e-3
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device"),
@@ -39,7 +43,7 @@ def test_cuda_runtime_keeps_hidden_rows_on_the_device(
     assert merged.device_name().lower() == "cuda"
     np.testing.assert_allclose(merged.numpy()[:3], out.hidden.numpy()[rows], atol=0)
     deeper = runtime.run(1, merged)
-    np.testing.assert_allclose(deeper.probs[3:], reference.probs[1][:8], atol=1e-4)
+    np.testing.assert_allclose(deeper.probs[3:], reference.probs[1][:8], atol=CUDA_ATOL)
 
 
 def test_cuda_data_plane_matches_the_cpu_reference(
@@ -55,7 +59,7 @@ def test_cuda_data_plane_matches_the_cpu_reference(
                 exits = np.concatenate([r.exit_index for r in results])
                 probs = np.concatenate([r.probabilities for r in results])
                 answered = np.stack([reference.probs[e][i] for i, e in enumerate(exits)])
-                np.testing.assert_allclose(probs, answered, atol=1e-4)
+                np.testing.assert_allclose(probs, answered, atol=CUDA_ATOL)
             assert (exits == 2).all()
 
     run(test)
