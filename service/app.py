@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service.api import infer_routes, model_routes, repository_routes, server_routes
 from service.api.errors import install_error_handlers
+from service.api.fast_infer import FastInfer
 from service.api.middleware import CatchAll, RequestMetrics
 from service.api.openapi import install_openapi
 from service.lifecycle import Lifecycle
@@ -56,6 +57,7 @@ def create_app(
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(FastInfer, api=app)  # innermost: errors and metrics still wrap it
     app.add_middleware(CatchAll)
     app.add_middleware(RequestMetrics, metrics=metrics, model_names=dataplane.model_names)
     return app

@@ -159,6 +159,9 @@ def _decide(
     groups: dict[ExitPolicy, list[Piece]] = defaultdict(list)
     for piece in batch.pieces:
         groups[piece.job.policy].append(piece)
+    if len(groups) == 1:  # the usual case: no row indexing needed
+        d = decide(next(iter(groups)), k, probs, batch.pred, batch.streak)
+        return d.exits, d.pred, d.streak
     n = batch.size
     exits = np.zeros(n, dtype=np.bool_)
     pred = np.zeros(n, dtype=np.int64)

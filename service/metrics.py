@@ -8,6 +8,7 @@ The v2 `/stats` endpoint reads the same series back through `get_sample_value`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,6 +26,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         mv = ["model", "version"]
         self.requests = Counter(
             "exitserve_requests", "Requests answered, by endpoint and status code",
@@ -102,9 +104,9 @@ class Metrics:
         count: int = 1,
     ) -> None:  # fmt: skip
         """`count` samples answered at `exit_index`, each after `used_macs` of segments."""
-        self.samples.labels(model, version, str(exit_index)).inc(count)
-        self.compute_used.labels(model, version).inc(used_macs * count)
-        self.compute_full.labels(model, version).inc(full_macs * count)
+        self.child(self.samples, model, version, str(exit_index)).inc(count)
+        self.child(self.compute_used, model, version).inc(used_macs * count)
+        self.child(self.compute_full, model, version).inc(full_macs * count)
 
     def record_batch(
         self, model: str, version: str, stage: int, size: int, seconds: float,
@@ -112,15 +114,24 @@ class Metrics:
     ) -> None:  # fmt: skip
         """One segment run: its size, its compute time and how long its samples queued."""
         s = str(stage)
-        self.batch_size.labels(model, version, s).observe(size)
-        self.segment_latency.labels(model, version, s).observe(seconds)
-        hist = self.queue_wait.labels(model, version, s)
+        self.child(self.batch_size, model, version, s).observe(size)
+        self.child(self.segment_latency, model, version, s).observe(seconds)
+        hist = self.child(self.queue_wait, model, version, s)
         for w in waits:
             hist.observe(w)
 
     def record_request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
-        self.requests.labels(model, endpoint, str(code)).inc()
-        self.request_latency.labels(model, endpoint).observe(seconds)
+        self.child(self.requests, model, endpoint, str(code)).inc()
+        self.child(self.request_latency, model, endpoint).observe(seconds)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: `labels` costs microseconds on every call,
+        several times per request on the hot path. Series are never removed, so it stays valid."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def value(self, name: str, labels: dict[str, str]) -> float:
         """A sample's current value, 0 where the series does not exist yet."""

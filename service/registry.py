@@ -125,6 +125,7 @@ class ModelRegistry:
             macs=tuple(s.macs for s in manifest.segments), batching=batching,
             max_queue_samples=self._settings.max_queue_samples,
             chain_batches=self._settings.scheduling != "stage",
+            inline_max_s=self._settings.inline_max_ms / 1000.0,
         )  # fmt: skip
         pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace)
         return Loaded(manifest, runtime, pipeline)

@@ -46,6 +46,7 @@ class PipelineSpec:
     batching: BatchingConfig
     max_queue_samples: int
     chain_batches: bool = False  # naive early exit: a batch's survivors skip the next queue
+    inline_max_s: float = 0.0  # run the only request in flight inline if this quick
 
 
 class Pipeline:
@@ -66,6 +67,7 @@ class Pipeline:
             for k in range(len(spec.macs))
         ]
         self._jobs: set[Job] = set()
+        self._row_cost = [0.0] * len(self.stages)  # seconds per row, 0 until measured
         self._idle = asyncio.Event()  # set while no request is in flight
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -131,9 +133,14 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                outcome = await loop.run_in_executor(
-                    self._executor, run_batch, self._runner, k, claims
-                )
+                if self._inline(k, claims):
+                    outcome = run_batch(self._runner, k, claims)
+                    await asyncio.sleep(0)  # let the loop read sockets and fire timers
+                else:
+                    outcome = await loop.run_in_executor(
+                        self._executor, run_batch, self._runner, k, claims
+                    )
+                self._learn(k, outcome)
                 forward = self._apply(k, outcome)
             except Exception as exc:  # the batch's requests fail; the stage goes on
                 self._fail(k, claims, exc)
@@ -141,6 +148,25 @@ class Pipeline:
             if forward is None:
                 return
             claims, k = [Claim(forward, 0, forward.size)], k + 1
+
+    def _inline(self, k: int, claims: list[Claim]) -> bool:
+        """Whether to run this batch on the event loop rather than the executor.
+
+        Only for the one request in flight (nothing else could use the executor), and only
+        when the run is expected to be short, since the loop reads no socket and fires no
+        timeout meanwhile: then it saves two thread handoffs (~0.2 ms, a third of a small
+        CNN's segment). The expectation is the stage's measured cost per row.
+        """
+        limit, per_row = self.spec.inline_max_s, self._row_cost[k]
+        if not limit or not per_row or len(self._jobs) > 1:
+            return False
+        return per_row * sum(c.stop - c.start for c in claims) <= limit
+
+    def _learn(self, k: int, outcome: Outcome) -> None:
+        """Track stage k's compute per row (moving average) for `_inline`."""
+        if outcome.size:
+            cost, old = outcome.seconds / outcome.size, self._row_cost[k]
+            self._row_cost[k] = cost if not old else 0.8 * old + 0.2 * cost
 
     def _apply(self, k: int, outcome: Outcome) -> Packet | None:
         """Back on the loop: record, answer finished requests, forward survivors.

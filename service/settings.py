@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         description="worker threads that run segment batches off the event loop; 0 = auto: "
         "1 on CPU (one run already uses every core; more only oversubscribe them), 4 on CUDA",
     )
+    inline_max_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="run a segment on the event loop, not a worker thread, when its request "
+        "is the only one in flight and the run is expected to take at most this long: two "
+        "thread handoffs saved at low load; 0 = never (docs/benchmarks.md)",
+    )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     scheduling: Literal["stage", "naive", "none"] = Field(
         "stage",

@@ -22,9 +22,13 @@ def error_response(
     return json_response({"error": message}, status_code, headers)
 
 
+def exitserve_response(exc: ExitServeError) -> Response:
+    return error_response(exc.status_code, exc.message, exc.headers)
+
+
 async def _exitserve(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ExitServeError)
-    return error_response(exc.status_code, exc.message, exc.headers)
+    return exitserve_response(exc)
 
 
 async def _http(request: Request, exc: Exception) -> Response:

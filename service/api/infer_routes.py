@@ -32,7 +32,7 @@ _V2_BODY = json_body("InferenceRequest", binary=True)
              responses=INFER_ERRORS, openapi_extra=_V2_BODY)  # fmt: skip
 async def infer(request: Request, model_name: ctx.ModelName) -> Response:
     """Run a v2 inference request; binary outputs come after the JSON header."""
-    return await _infer(request, model_name, None)
+    return await serve_infer(request, model_name, None)
 
 
 @router.post("/v2/models/{model_name}/versions/{model_version}/infer", name="infer",
@@ -41,7 +41,7 @@ async def infer(request: Request, model_name: ctx.ModelName) -> Response:
 async def version_infer(
     request: Request, model_name: ctx.ModelName, model_version: ctx.ModelVersion
 ) -> Response:
-    return await _infer(request, model_name, model_version)
+    return await serve_infer(request, model_name, model_version)
 
 
 @router.post("/v1/models/{model_name}:predict", name="v1_predict", response_model=PredictResponse,
@@ -53,17 +53,18 @@ async def predict(request: Request, model_name: ctx.ModelName) -> Response:
     body = await read_body(request, limits.max_body_bytes)
     data = await _decode(len(body), v1.decode_predict, body, manifest,
                          limits.max_samples_per_request)  # fmt: skip
-    result = await unless_disconnected(request, plane.infer(data))
+    result = await unless_disconnected(request, plane.submit(data))
     return Response(v1.encode_predict(result), media_type=JSON)
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
+async def serve_infer(request: Request, name: str, version: str | None) -> Response:
+    """The v2 infer core, shared by the routes and the fast lane (api.fast_infer)."""
     plane, limits = ctx.serving(request), ctx.settings(request)
     manifest = plane.manifest(name, version)
     body = await read_body(request, limits.max_body_bytes)
     decoded = await _decode(len(body), decode_infer, body, request.headers.get(HEADER_LENGTH),
                             manifest, limits.max_samples_per_request)  # fmt: skip
-    result = await unless_disconnected(request, plane.infer(decoded.request))
+    result = await unless_disconnected(request, plane.submit(decoded.request))
     encoded = encode_infer(result, decoded.outputs, decoded.request_id)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 

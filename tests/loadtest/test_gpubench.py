@@ -24,12 +24,15 @@ def test_a_section_replaces_the_last_one_and_is_kept_by_a_run_without_gpu(tmp_pa
     doc = "# Benchmarks\n\n## 5. Sweep\n\nrows\n"
     first = gpubench.splice(doc, [gpubench.BEGIN, "## GPU", "old figures", gpubench.END])
     second = gpubench.splice(first, [gpubench.BEGIN, "## GPU", "new figures", gpubench.END])
-    assert second.count(gpubench.BEGIN) == 1 and "new figures" in second
-    assert "old figures" not in second and second.startswith(doc.rstrip("\n"))
+    assert second.count(gpubench.BEGIN) == 1
+    assert "new figures" in second
+    assert "old figures" not in second
+    assert second.startswith(doc.rstrip("\n"))
     path = tmp_path / "benchmarks.md"
     path.write_text(second)
     kept = gpubench.kept_section(path)
-    assert kept is not None and "new figures" in kept[0]
+    assert kept is not None
+    assert "new figures" in kept[0]
     assert gpubench.splice(second, kept) == second
     path.write_text(doc)
     assert gpubench.kept_section(path) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -26,12 +27,12 @@ TIMEOUT_S = 5.0
 @asynccontextmanager
 async def running(
     runner: FakeRunner, *, max_batch: int = 8, delay_ms: float = 1.0, max_queue: int = 1000,
-    trace: BatchTrace | None = None,
+    trace: BatchTrace | None = None, inline_ms: float = 0.0,
 ) -> AsyncIterator[Pipeline]:  # fmt: skip
     spec = PipelineSpec(
         model="m", version="1", classes=CLASSES, macs=(10, 20, 30)[: runner.segments],
         batching=BatchingConfig(max_batch_size=max_batch, max_queue_delay_ms=delay_ms),
-        max_queue_samples=max_queue,
+        max_queue_samples=max_queue, inline_max_s=inline_ms / 1000.0,
     )  # fmt: skip
     with ThreadPoolExecutor(4) as executor:
         pipeline = Pipeline(spec, runner, executor, Metrics(CollectorRegistry()), trace)
@@ -207,3 +208,58 @@ def test_close_after_a_drain_timeout_answers_leftovers() -> None:
             assert pipeline.in_flight == 0
 
     run(test)
+
+
+class ThreadRecorder(FakeRunner):
+    """Records, per run, whether it ran on the event loop's (main) thread."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=lambda k: delay_s)
+        self.on_loop: list[bool] = []
+
+    def run(self, k: int, x: Any) -> Any:
+        self.on_loop.append(threading.current_thread() is threading.main_thread())
+        return super().run(k, x)
+
+
+def _one_at_a_time(runner: ThreadRecorder, inline_ms: float, requests: int) -> None:
+    deep = rows([2], [1])  # leaves at the last exit: three runs per request
+
+    async def test() -> None:
+        async with running(runner, delay_ms=0.0, inline_ms=inline_ms) as pipeline:
+            for i in range(requests):
+                await pipeline.submit(f"r{i}", deep, POLICY, TIMEOUT_S)
+
+    run(test)
+
+
+def test_the_only_request_runs_inline_once_its_stages_are_known_to_be_quick() -> None:
+    runner = ThreadRecorder()
+    _one_at_a_time(runner, inline_ms=50.0, requests=3)
+    assert runner.on_loop[:3] == [False] * 3  # no cost measured yet: the executor
+    assert runner.on_loop[3:] == [True] * 6
+
+
+def test_slow_stages_and_a_zero_limit_keep_runs_off_the_event_loop() -> None:
+    slow = ThreadRecorder(delay_s=0.02)
+    _one_at_a_time(slow, inline_ms=5.0, requests=2)
+    off = ThreadRecorder()
+    _one_at_a_time(off, inline_ms=0.0, requests=2)
+    assert not any(slow.on_loop)
+    assert not any(off.on_loop)
+    assert len(slow.on_loop) == len(off.on_loop) == 6
+
+
+def test_concurrent_requests_run_on_the_executor() -> None:
+    runner = ThreadRecorder(delay_s=0.001)
+
+    async def test() -> None:
+        async with running(runner, max_batch=1, delay_ms=0.0, inline_ms=50.0) as pipeline:
+            await pipeline.submit("warm", rows([2], [0]), POLICY, TIMEOUT_S)
+            runner.on_loop.clear()
+            both = [pipeline.submit(f"r{i}", rows([2], [i]), POLICY, TIMEOUT_S) for i in range(2)]
+            await asyncio.gather(*both)
+
+    run(test)
+    assert len(runner.on_loop) == 6
+    assert runner.on_loop[:3] == [False] * 3  # both requests still in flight
