@@ -19,9 +19,19 @@ import click
 import numpy as np
 
 from loadtest import gpubench, inprocess
-from loadtest.benchdoc import Results, write_doc
+from loadtest.benchdoc import (
+    C1,
+    C1_ASYNC,
+    C1_NO_INLINE,
+    EE_1,
+    EE_32,
+    FD_1,
+    FD_32,
+    Results,
+    write_doc,
+)
 from loadtest.client import EncodedRequest, encode
-from loadtest.generators import Bounds, closed_loop, open_loop
+from loadtest.generators import Bounds, closed_loop, open_loop, sequential
 from loadtest.report import Report
 from loadtest.server import running_server
 from models.data import load_mnist
@@ -86,31 +96,45 @@ def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndar
         url = f"{srv.url}/v2/models/{model}/infer"
         single = _requests(x, y, 1, None)
         full = _requests(x, y, 1, {"full_depth": True})
-        click.echo("1. early exit vs full depth, saturation (closed loop, 32 clients)")
+        click.echo("1. early exit vs full depth, saturation (closed loop)")
         res.saturation = interleave({
-            "early exit": saturation(url, single, 32, seconds),
-            "full depth": saturation(url, full, 32, seconds),
+            EE_1: saturation(url, single, 32, seconds),
+            FD_1: saturation(url, full, 32, seconds),
+            EE_32: saturation(url, _requests(x, y, 32, None), 4, seconds),
+            FD_32: saturation(url, _requests(x, y, 32, {"full_depth": True}), 4, seconds),
         }, rounds)  # fmt: skip
         res.accuracy = {
             "early exit": accuracy_pass(url, _requests(x, y, 100, None)),
             "full depth": accuracy_pass(url, _requests(x, y, 100, {"full_depth": True})),
         }
-        rate = 0.5 * _median(res.saturation["full depth"], "requests_per_s")
+        rate = 0.5 * _median(res.saturation[FD_1], "requests_per_s")
         res.fixed_rate = rate
         click.echo(f"1b. fixed load {rate:.0f} req/s (open loop, Poisson)")
         res.fixed = interleave({
             "early exit": fixed_load(url, single, rate, seconds),
             "full depth": fixed_load(url, full, rate, seconds),
         }, rounds)  # fmt: skip
-        click.echo("2. concurrency 1 latency and batched saturation")
-        res.c1 = interleave({"c=1": saturation(url, single, 1, seconds)}, 1)["c=1"][0]
-        batched = _requests(x, y, 32, None)
-        res.batched = interleave({"batch 32": saturation(url, batched, 4, seconds)}, rounds)
+        bench_latency(res, repo, model, url, single, seconds, rounds, logs)
         click.echo("5. threshold sweep")
         res.sweep = interleave({
             f"{t}": saturation(url, _requests(x, y, 1, {"threshold": t}), 32, seconds / 2)
             for t in SWEEP
         }, 1)  # fmt: skip
+
+
+def bench_latency(res: Results, repo: Path, model: str, url: str, single: list[EncodedRequest],
+                  seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
+    """Concurrency 1: the lightest client, the asyncio one, and a server without inline runs."""
+    click.echo("2. concurrency 1")
+    bounds = Bounds(duration_s=seconds, warmup_requests=50)
+    env = {**CPU_ENV, "EXITSERVE_INLINE_MAX_MS": "0"}
+    with running_server(repo, logs, env=env) as plain:
+        other = f"{plain.url}/v2/models/{model}/infer"
+        res.c1 = interleave({
+            C1: lambda: sequential(url, single, bounds),
+            C1_ASYNC: saturation(url, single, 1, seconds),
+            C1_NO_INLINE: lambda: sequential(other, single, bounds),
+        }, rounds)  # fmt: skip
 
 
 def bench_scheduling(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,

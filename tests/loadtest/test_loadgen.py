@@ -11,7 +11,7 @@ import pytest
 
 from loadtest import inprocess
 from loadtest.client import encode
-from loadtest.generators import Bounds, closed_loop, open_loop
+from loadtest.generators import Bounds, closed_loop, open_loop, sequential
 from loadtest.run import check_loopback
 from tests.service.conftest import LiveServerFactory
 
@@ -23,7 +23,7 @@ def requests(mnist_samples):
             zip(range(0, 64, 2), ["json", "binary"] * 16, strict=True)]  # fmt: skip
 
 
-def test_both_generators_count_every_request_and_report_exits(
+def test_every_generator_counts_every_request_and_reports_exits(
     live_server: LiveServerFactory, requests
 ) -> None:
     bounds = Bounds(duration_s=20.0, max_requests=40, timeout_s=10.0)
@@ -31,7 +31,8 @@ def test_both_generators_count_every_request_and_report_exits(
         url = f"{server.url}/v2/models/tiny/infer"
         closed = asyncio.run(closed_loop(url, requests, 4, bounds, progress=False))
         opened = asyncio.run(open_loop(url, requests, 50.0, bounds, progress=False))
-    for report in (closed, opened):
+        one_by_one = sequential(url, requests, bounds)
+    for report in (closed, opened, one_by_one):
         assert report.requests == report.ok == 40, report
         assert report.errors == {}
         assert sum(report.exit_distribution) == pytest.approx(1.0)
@@ -39,15 +40,16 @@ def test_both_generators_count_every_request_and_report_exits(
         assert 0 < report.p50_ms <= report.p99_ms <= report.max_ms
 
 
-def test_open_loop_counts_refused_requests_as_errors(
+def test_refused_requests_count_as_errors(
     live_server: LiveServerFactory, requests
 ) -> None:
     bounds = Bounds(duration_s=5.0, max_requests=5, timeout_s=5.0)
     with live_server() as server:
         url = f"{server.url}/v2/models/no-such-model/infer"
         report = asyncio.run(open_loop(url, requests, 20.0, bounds, progress=False))
-    assert report.ok == 0
-    assert report.errors == {"404": 5}
+        one_by_one = sequential(url, requests, bounds)
+    assert report.ok == one_by_one.ok == 0
+    assert report.errors == one_by_one.errors == {"404": 5}
 
 
 def test_only_loopback_targets_are_accepted() -> None:
