@@ -61,9 +61,8 @@ class Pipeline:
         self._executor = executor
         self._metrics = metrics
         self._trace = trace
-        delay = spec.batching.max_queue_delay_ms / 1000.0
         self.stages = [
-            Stage(k, spec.batching.max_batch_size, delay, self._depth_setter(k))
+            Stage(k, spec.batching.max_batch_size, spec.batching.delay_at(k), self._depth_setter(k))
             for k in range(len(spec.macs))
         ]
         self._jobs: set[Job] = set()

@@ -24,6 +24,20 @@ class BatchingConfig(BaseModel):
         description="longest a sample waits for its batch to fill; 0 = greedy: a free stage "
         "runs at once on what is queued, so batches form from what arrived while it was busy",
     )
+    survivor_delay_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="the same wait at the stages after the first, where survivors of earlier "
+        "batches merge; None = max_queue_delay_ms. Those batches are small, and a request "
+        "waits for its slowest row: 0 on GPUs (docs/benchmarks.md, GPU section)",
+    )
+
+    def delay_at(self, stage: int) -> float:
+        """The wait, in seconds, at `stage`."""
+        later = self.survivor_delay_ms
+        ms = self.max_queue_delay_ms if stage == 0 or later is None else later
+        return ms / 1000.0
 
 
 class Settings(BaseSettings):

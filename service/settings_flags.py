@@ -58,6 +58,9 @@ def _option(name: str, info: FieldInfo, suffix: str) -> Callable[[F], F]:
 
 
 def _click_type(annotation: Any) -> click.ParamType[Any] | type[Any]:
+    args = get_args(annotation)
+    if len(args) == 2 and type(None) in args:  # `X | None`: an absent flag is already None
+        annotation = next(a for a in args if a is not type(None))
     if get_origin(annotation) is Literal:
         return click.Choice([str(a) for a in get_args(annotation)])
     if annotation is Path:

@@ -40,9 +40,7 @@ def test_every_generator_counts_every_request_and_reports_exits(
         assert 0 < report.p50_ms <= report.p99_ms <= report.max_ms
 
 
-def test_refused_requests_count_as_errors(
-    live_server: LiveServerFactory, requests
-) -> None:
+def test_refused_requests_count_as_errors(live_server: LiveServerFactory, requests) -> None:
     bounds = Bounds(duration_s=5.0, max_requests=5, timeout_s=5.0)
     with live_server() as server:
         url = f"{server.url}/v2/models/no-such-model/infer"

@@ -263,3 +263,15 @@ def test_concurrent_requests_run_on_the_executor() -> None:
     run(test)
     assert len(runner.on_loop) == 6
     assert runner.on_loop[:3] == [False] * 3  # both requests still in flight
+
+
+def test_survivor_delay_applies_after_the_first_stage() -> None:
+    def delays(**batching: Any) -> list[float]:
+        config = BatchingConfig(max_batch_size=8, **batching)
+        spec = PipelineSpec("m", "1", CLASSES, (1, 2, 3), config, max_queue_samples=10)
+        pipeline = Pipeline(spec, FakeRunner(), ThreadPoolExecutor(1), Metrics(CollectorRegistry()))
+        return [stage.max_delay_s for stage in pipeline.stages]
+
+    assert delays(max_queue_delay_ms=2.0) == [0.002] * 3
+    assert delays(max_queue_delay_ms=2.0, survivor_delay_ms=0.0) == [0.002, 0.0, 0.0]
+    assert delays(max_queue_delay_ms=0.0, survivor_delay_ms=5.0) == [0.0, 0.005, 0.005]
