@@ -26,7 +26,7 @@ from service.registry import ModelRegistry
 from service.scheduler import BatchTrace
 from service.sessions import choose_placement
 from service.settings import Settings
-from service.types import InferenceInput, InferenceResult
+from service.types import InferenceInput, InferenceResult, PolicyOverride
 
 log = logging.getLogger(__name__)
 NP_DTYPES = {"FP32": np.float32, "FP16": np.float16}
@@ -173,7 +173,10 @@ class DataPlane:
             raise NotReady("the server is shutting down" if self._draining else "starting")
         loaded = self.registry.get(request.model, request.version)
         data = check_input(loaded.manifest, request.data, self.settings.max_samples_per_request)
-        policy = resolve_policy(loaded.manifest, request.policy)
+        default = request.policy == PolicyOverride()
+        policy = (
+            loaded.default_policy if default else resolve_policy(loaded.manifest, request.policy)
+        )
         job_id = request.request_id or f"r{next(self._ids)}"
         timeout = self.settings.request_timeout_s
         future = loaded.pipeline.submit(job_id, data, policy, timeout)

@@ -15,14 +15,17 @@ import logging
 import re
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from models.manifest import MANIFEST_FILE, NAME_PATTERN, Manifest, ManifestError, load_manifest
 from service.errors import BadRequest, NotFound
 from service.metrics import Metrics
+from service.policies import ExitPolicy, resolve_policy
 from service.runtime import ModelRuntime
 from service.scheduler import BatchTrace, Pipeline, PipelineSpec
 from service.settings import Settings
+from service.types import PolicyOverride
 
 log = logging.getLogger(__name__)
 VERSION_PATTERN = r"^[0-9]{1,9}$"
@@ -39,6 +42,11 @@ class Loaded:
     manifest: Manifest
     runtime: ModelRuntime
     pipeline: Pipeline
+
+    @cached_property
+    def default_policy(self) -> ExitPolicy:
+        """The calibrated policy, resolved once: most requests override nothing."""
+        return resolve_policy(self.manifest, PolicyOverride())
 
 
 class ModelRegistry:

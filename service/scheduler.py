@@ -134,7 +134,8 @@ class Pipeline:
             try:
                 if self._inline(k, claims):
                     outcome = run_batch(self._runner, k, claims)
-                    await asyncio.sleep(0)  # let the loop read sockets and fire timers
+                    if any(stage.rows for stage in self.stages):
+                        await asyncio.sleep(0)  # let the loop read sockets before the next run
                 else:
                     outcome = await loop.run_in_executor(
                         self._executor, run_batch, self._runner, k, claims

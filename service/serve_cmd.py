@@ -66,5 +66,6 @@ def run(settings: Settings) -> None:
         app, host=settings.host, port=settings.http_port, log_level=settings.log_level,
         access_log=settings.access_log, loop="auto", http="auto", lifespan="on",
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1, server_header=False,
+        proxy_headers=settings.access_log,  # client addresses matter to access logs alone
     )  # fmt: skip
     DrainingServer(config, app.state.lifecycle).run()
