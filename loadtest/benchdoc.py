@@ -107,9 +107,11 @@ def _analysis(res: Results) -> list[str]:
         "the router (`service/api/fast_infer.py`, same handler core); the only request in "
         "flight runs quick segments inline on the event loop (`inline_max_ms`); timers and "
         "bare futures replace wait_for; metric children are cached; the disconnect watch "
-        "starts after 20 ms. Measured with this load generator while making the changes: "
-        "p50 at c=1 2.35 → 1.54 ms (http.client), single-sample early exit 637 → about "
-        "840 req/s.",
+        "starts after 20 ms; the calibrated policy is resolved once per version; uvicorn's "
+        "proxy-headers layer is off unless access logs are on. Measured with this load "
+        "generator while making the changes: "
+        "p50 at c=1 2.35 → about 1.45 ms (http.client), single-sample early exit 637 → "
+        "about 900 req/s.",
         f"- Inline runs, side by side in this run: p50 at c=1 {c1:.2f} ms with them, "
         f"{plain:.2f} ms without (`inline_max_ms=0`).",
         "- Earlier profiling of the defaults: four executor threads, each running a session "
@@ -167,7 +169,8 @@ def write_doc(res: Results, out: Path, command: str) -> None:
         "## 2. The server vs the in-process limit", "",
         f"- In-process batched (batch 32, no HTTP): early exit {res.inproc_ee:.0f} samples/s, "
         f"full depth {res.inproc_fd:.0f} samples/s.",
-        f"- In-process single-sample latency (median): {res.inproc_single_ms:.2f} ms.",
+        f"- In-process single-sample latency: {res.inproc_single_ms:.2f} ms (median; measured "
+        "round by round between the concurrency-1 runs below).",
         f"- Server at saturation, 32 samples per request: "
         f"{med(res.saturation.get(EE_32, []), 'samples_per_s'):.0f} samples/s (table 1).",
         "", "Concurrency 1: `http.client` is one keep-alive connection on the standard "
