@@ -114,7 +114,7 @@ def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndar
             "early exit": fixed_load(url, single, rate, seconds),
             "full depth": fixed_load(url, full, rate, seconds),
         }, rounds)  # fmt: skip
-        bench_latency(res, repo, model, url, (x, y), seconds, rounds, logs)
+        bench_latency(res, repo, model, url, single, x, seconds, rounds, logs)
         click.echo("5. threshold sweep")
         res.sweep = interleave({
             f"{t}": saturation(url, _requests(x, y, 1, {"threshold": t}), 32, seconds / 2)
@@ -123,13 +123,11 @@ def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndar
 
 
 def bench_latency(res: Results, repo: Path, model: str, url: str,
-                  data: tuple[np.ndarray, np.ndarray], seconds: float, rounds: int,
+                  single: list[EncodedRequest], x: np.ndarray, seconds: float, rounds: int,
                   logs: Path) -> None:  # fmt: skip
     """Concurrency 1 against the in-process single-sample latency, measured round by round
     beside it: the lightest client, the asyncio one, and a server without inline runs."""
     click.echo("2. concurrency 1")
-    x, y = data
-    single = _requests(x, y, 1, None)
     bounds = Bounds(duration_s=seconds, warmup_requests=50)
     chain = inprocess.load_chain(repo / model / "1")
     env = {**CPU_ENV, "EXITSERVE_INLINE_MAX_MS": "0"}

@@ -142,7 +142,7 @@ def run_gpu(repo: Path, model: str, x: np.ndarray, y: np.ndarray, measure: Measu
     _server(res, setup, "CUDA exhaustive search", exhaustive, 1, names[:1])
     waiting = {**env, "EXITSERVE_BATCHING": _with(env, survivor_delay_ms=None)}
     _server(res, setup, "CUDA, survivors wait too", waiting, 1, names[:2])
-    _server(res, setup, "CPU", {"EXITSERVE_DEVICE": "cpu"}, 1, names[::2])
+    _server(res, setup, "CPU", {"EXITSERVE_DEVICE": "cpu"}, 1, ("256/request", "1/request"))
     return res
 
 

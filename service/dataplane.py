@@ -21,12 +21,11 @@ from models.manifest import Manifest
 from service import introspection
 from service.errors import BadRequest, NotReady, RequestTimeout
 from service.metrics import Metrics
-from service.policies import resolve_policy
 from service.registry import ModelRegistry
 from service.scheduler import BatchTrace
 from service.sessions import choose_placement
 from service.settings import Settings
-from service.types import InferenceInput, InferenceResult, PolicyOverride
+from service.types import InferenceInput, InferenceResult
 
 log = logging.getLogger(__name__)
 NP_DTYPES = {"FP32": np.float32, "FP16": np.float16}
@@ -173,10 +172,7 @@ class DataPlane:
             raise NotReady("the server is shutting down" if self._draining else "starting")
         loaded = self.registry.get(request.model, request.version)
         data = check_input(loaded.manifest, request.data, self.settings.max_samples_per_request)
-        default = request.policy == PolicyOverride()
-        policy = (
-            loaded.default_policy if default else resolve_policy(loaded.manifest, request.policy)
-        )
+        policy = loaded.policy(request.policy)
         job_id = request.request_id or f"r{next(self._ids)}"
         timeout = self.settings.request_timeout_s
         future = loaded.pipeline.submit(job_id, data, policy, timeout)

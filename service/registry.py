@@ -29,6 +29,7 @@ from service.types import PolicyOverride
 
 log = logging.getLogger(__name__)
 VERSION_PATTERN = r"^[0-9]{1,9}$"
+NO_OVERRIDE = PolicyOverride()
 
 
 class ModelLoadError(BadRequest):
@@ -43,10 +44,16 @@ class Loaded:
     runtime: ModelRuntime
     pipeline: Pipeline
 
+    def policy(self, override: PolicyOverride) -> ExitPolicy:
+        """A request's exit policy (BadRequest names a bad override)."""
+        if override == NO_OVERRIDE:
+            return self._default_policy
+        return resolve_policy(self.manifest, override)
+
     @cached_property
-    def default_policy(self) -> ExitPolicy:
+    def _default_policy(self) -> ExitPolicy:
         """The calibrated policy, resolved once: most requests override nothing."""
-        return resolve_policy(self.manifest, PolicyOverride())
+        return resolve_policy(self.manifest, NO_OVERRIDE)
 
 
 class ModelRegistry:
