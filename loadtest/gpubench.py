@@ -199,12 +199,11 @@ def _verdict(gpu: tuple[float, float, str], cpu: tuple[float, float, str]) -> li
     if not gpu[1] or gpu[0] / gpu[1] >= 1.5:
         return []
     return [
-        f"- Early exit does not pay in throughput on this GPU ({gpu[2]} with 256 per request), "
-        f"while it does on the same host's CPU provider ({cpu[2]}): at {gpu[1]:.0f} samples/s "
-        "full depth, the GPU finishes a batch of this 86 M-MAC model faster than the server "
-        "reads and answers its requests, so per-request CPU work, not the model, bounds the "
-        "server, and the extra stages only add latency. Early exit pays on a GPU when the "
-        "model is large enough that its compute is the bottleneck.",
+        f"- With 256 samples per request early exit does not pay on this GPU ({gpu[2]}), "
+        f"while it does on the same host's CPU provider ({cpu[2]}): at {gpu[1]:.0f} "
+        "samples/s full depth, per-request CPU work rather than the model bounds the "
+        "server, and a request waits for its survivors' later stages. Early exit pays on a "
+        "GPU where the model's compute is the bottleneck.",
     ]
 
 
