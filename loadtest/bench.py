@@ -43,8 +43,9 @@ CPU_ENV = {"EXITSERVE_DEVICE": "cpu"}  # sections 1-5 are about the CPU provider
 SWEEP = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
 
 
-def _requests(x: np.ndarray, y: np.ndarray, batch: int, params: dict[str, object] | None
-              ) -> list[EncodedRequest]:  # fmt: skip
+def _requests(
+    x: np.ndarray, y: np.ndarray, batch: int, params: dict[str, object] | None
+) -> list[EncodedRequest]:
     n = len(x) // batch * batch
     return [
         encode(x[i : i + batch], y[i : i + batch], "binary", params) for i in range(0, n, batch)
@@ -66,19 +67,22 @@ def interleave(configs: dict[str, Callable[[], Report]], rounds: int) -> dict[st
     return out
 
 
-def measure_closed(url: str, reqs: list[EncodedRequest], concurrency: int, bounds: Bounds
-                   ) -> Report:  # fmt: skip
+def measure_closed(
+    url: str, reqs: list[EncodedRequest], concurrency: int, bounds: Bounds
+) -> Report:
     return asyncio.run(closed_loop(url, reqs, concurrency, bounds, progress=False))
 
 
-def saturation(url: str, reqs: list[EncodedRequest], concurrency: int, seconds: float
-               ) -> Callable[[], Report]:  # fmt: skip
+def saturation(
+    url: str, reqs: list[EncodedRequest], concurrency: int, seconds: float
+) -> Callable[[], Report]:
     bounds = Bounds(duration_s=seconds, warmup_requests=20)
     return lambda: measure_closed(url, reqs, concurrency, bounds)
 
 
-def fixed_load(url: str, reqs: list[EncodedRequest], rate: float, seconds: float
-               ) -> Callable[[], Report]:  # fmt: skip
+def fixed_load(
+    url: str, reqs: list[EncodedRequest], rate: float, seconds: float
+) -> Callable[[], Report]:
     bounds = Bounds(duration_s=seconds, warmup_requests=20)
     return lambda: asyncio.run(open_loop(url, reqs, rate, bounds, progress=False))
 
@@ -89,20 +93,31 @@ def accuracy_pass(url: str, reqs: list[EncodedRequest]) -> Report:
     return asyncio.run(closed_loop(url, reqs, 2, bounds, progress=False))
 
 
-def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,
-                 seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
+def bench_server(
+    res: Results,
+    repo: Path,
+    model: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    seconds: float,
+    rounds: int,
+    logs: Path,
+) -> None:
     """Comparisons 1, 2 and 5 against one server: only request parameters change."""
     with running_server(repo, logs, env=CPU_ENV) as srv:
         url = f"{srv.url}/v2/models/{model}/infer"
         single = _requests(x, y, 1, None)
         full = _requests(x, y, 1, {"full_depth": True})
         click.echo("1. early exit vs full depth, saturation (closed loop)")
-        res.saturation = interleave({
-            EE_1: saturation(url, single, 32, seconds),
-            FD_1: saturation(url, full, 32, seconds),
-            EE_32: saturation(url, _requests(x, y, 32, None), 4, seconds),
-            FD_32: saturation(url, _requests(x, y, 32, {"full_depth": True}), 4, seconds),
-        }, rounds)  # fmt: skip
+        res.saturation = interleave(
+            {
+                EE_1: saturation(url, single, 32, seconds),
+                FD_1: saturation(url, full, 32, seconds),
+                EE_32: saturation(url, _requests(x, y, 32, None), 4, seconds),
+                FD_32: saturation(url, _requests(x, y, 32, {"full_depth": True}), 4, seconds),
+            },
+            rounds,
+        )
         res.accuracy = {
             "early exit": accuracy_pass(url, _requests(x, y, 100, None)),
             "full depth": accuracy_pass(url, _requests(x, y, 100, {"full_depth": True})),
@@ -110,21 +125,35 @@ def bench_server(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndar
         rate = 0.5 * _median(res.saturation[FD_1], "requests_per_s")
         res.fixed_rate = rate
         click.echo(f"1b. fixed load {rate:.0f} req/s (open loop, Poisson)")
-        res.fixed = interleave({
-            "early exit": fixed_load(url, single, rate, seconds),
-            "full depth": fixed_load(url, full, rate, seconds),
-        }, rounds)  # fmt: skip
+        res.fixed = interleave(
+            {
+                "early exit": fixed_load(url, single, rate, seconds),
+                "full depth": fixed_load(url, full, rate, seconds),
+            },
+            rounds,
+        )
         bench_latency(res, repo, model, url, single, x, seconds, rounds, logs)
         click.echo("5. threshold sweep")
-        res.sweep = interleave({
-            f"{t}": saturation(url, _requests(x, y, 1, {"threshold": t}), 32, seconds / 2)
-            for t in SWEEP
-        }, 1)  # fmt: skip
+        res.sweep = interleave(
+            {
+                f"{t}": saturation(url, _requests(x, y, 1, {"threshold": t}), 32, seconds / 2)
+                for t in SWEEP
+            },
+            1,
+        )
 
 
-def bench_latency(res: Results, repo: Path, model: str, url: str,
-                  single: list[EncodedRequest], x: np.ndarray, seconds: float, rounds: int,
-                  logs: Path) -> None:  # fmt: skip
+def bench_latency(
+    res: Results,
+    repo: Path,
+    model: str,
+    url: str,
+    single: list[EncodedRequest],
+    x: np.ndarray,
+    seconds: float,
+    rounds: int,
+    logs: Path,
+) -> None:
     """Concurrency 1 against the in-process single-sample latency, measured round by round
     beside it: the lightest client, the asyncio one, and a server without inline runs."""
     click.echo("2. concurrency 1")
@@ -137,17 +166,28 @@ def bench_latency(res: Results, repo: Path, model: str, url: str,
         for _ in range(rounds):
             inproc.append(inprocess.single_latency_ms(chain, x, repeats=1000))
             click.echo(f"  {'in-process single sample':>24}: p50 {inproc[-1]:.2f} ms")
-            for name, reps in interleave({
-                C1: lambda: sequential(url, single, bounds),
-                C1_ASYNC: saturation(url, single, 1, seconds),
-                C1_NO_INLINE: lambda: sequential(other, single, bounds),
-            }, 1).items():  # fmt: skip
+            for name, reps in interleave(
+                {
+                    C1: lambda: sequential(url, single, bounds),
+                    C1_ASYNC: saturation(url, single, 1, seconds),
+                    C1_NO_INLINE: lambda: sequential(other, single, bounds),
+                },
+                1,
+            ).items():
                 res.c1.setdefault(name, []).extend(reps)
     res.inproc_single_ms = statistics.median(inproc)
 
 
-def bench_scheduling(res: Results, repo: Path, model: str, x: np.ndarray, y: np.ndarray,
-                     seconds: float, rounds: int, logs: Path) -> None:  # fmt: skip
+def bench_scheduling(
+    res: Results,
+    repo: Path,
+    model: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    seconds: float,
+    rounds: int,
+    logs: Path,
+) -> None:
     """Comparison 3: one server per scheduling mode, run one at a time, interleaved."""
     single = _requests(x, y, 1, None)
     configs: dict[str, Callable[[], Report]] = {}
@@ -173,8 +213,16 @@ def bench_inprocess(res: Results, version_dir: Path, x: np.ndarray) -> None:
     res.oracle_fraction, res.policy_fraction = inprocess.oracle_fraction(chain, x)
 
 
-def gpu_section(repo: Path, model: str, data: tuple[np.ndarray, np.ndarray], seconds: float,
-                rounds: int, logs: Path, out: Path, command: str) -> list[str]:  # fmt: skip
+def gpu_section(
+    repo: Path,
+    model: str,
+    data: tuple[np.ndarray, np.ndarray],
+    seconds: float,
+    rounds: int,
+    logs: Path,
+    out: Path,
+    command: str,
+) -> list[str]:
     """Measured where CUDA works; elsewhere an earlier run's section is kept, if any."""
     if not cuda_available():
         return gpubench.kept_section(out) or [
@@ -196,8 +244,15 @@ def gpu_section(repo: Path, model: str, data: tuple[np.ndarray, np.ndarray], sec
 @click.option("--rounds", default=2, show_default=True)
 @click.option("--samples", default=4000, show_default=True, help="MNIST test samples used")
 @click.option("--gpu-only", is_flag=True, help="run only the GPU section and splice it in")
-def main(out: Path, repository: Path | None, model: str, seconds: float, rounds: int,
-         samples: int, gpu_only: bool) -> None:  # fmt: skip
+def main(
+    out: Path,
+    repository: Path | None,
+    model: str,
+    seconds: float,
+    rounds: int,
+    samples: int,
+    gpu_only: bool,
+) -> None:
     """Run every comparison and rewrite the benchmarks document."""
     repo = repository or bundled_repository()
     test = load_mnist("t10k")
@@ -212,18 +267,29 @@ def main(out: Path, repository: Path | None, model: str, seconds: float, rounds:
             click.echo(f"wrote the GPU section of {out}")
             return
         res = run_cpu(repo, model, x, y, seconds, rounds, logs)
-        res.gpu = gpu_section(repo, model, (x, y), seconds, rounds, logs, out,
-                              f"make bench  # python -m loadtest.bench {flags}")  # fmt: skip
+        res.gpu = gpu_section(
+            repo,
+            model,
+            (x, y),
+            seconds,
+            rounds,
+            logs,
+            out,
+            f"make bench  # python -m loadtest.bench {flags}",
+        )
     write_doc(res, out, command=f"make bench  # python -m loadtest.bench {flags}")
     click.echo(f"wrote {out}")
 
 
-def run_cpu(repo: Path, model: str, x: np.ndarray, y: np.ndarray, seconds: float, rounds: int,
-            logs: Path) -> Results:  # fmt: skip
+def run_cpu(
+    repo: Path, model: str, x: np.ndarray, y: np.ndarray, seconds: float, rounds: int, logs: Path
+) -> Results:
     """Comparisons 1 to 5 on the CPU execution provider."""
-    res = Results(machine=f"{platform.processor() or platform.machine()}, "
-                  f"{len(os.sched_getaffinity(0))} cores, {platform.system()}",
-                  started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))  # fmt: skip
+    res = Results(
+        machine=f"{platform.processor() or platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} cores, {platform.system()}",
+        started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    )
     click.echo("4./2. in-process limit and oracle")
     bench_inprocess(res, repo / model / "1", x)
     bench_server(res, repo, model, x, y, seconds, rounds, logs)

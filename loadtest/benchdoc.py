@@ -65,8 +65,10 @@ def _headline(res: Results) -> list[str]:
         _ratio(sat.get(EE_32, 0), sat.get(FD_32, 0)),
         _ratio(sat.get(EE_1, 0), sat.get(FD_1, 0)),
     )
-    acc_ee, acc_fd = (res.accuracy[k].accuracy if k in res.accuracy else float("nan")
-                      for k in ("early exit", "full depth"))  # fmt: skip
+    acc_ee, acc_fd = (
+        res.accuracy[k].accuracy if k in res.accuracy else float("nan")
+        for k in ("early exit", "full depth")
+    )
     server, c1 = sat.get(EE_32, 0.0), med(res.c1.get(C1, []), "p50_ms")
     met = sat.get(FD_32) and sat[EE_32] / sat[FD_32] >= 3 and acc_fd - acc_ee <= 0.005
     return [
@@ -160,38 +162,70 @@ def write_doc(res: Results, out: Path, command: str) -> None:
     images = plot(res, out.parent)
     fixed_title = f"### Fixed moderate load ({res.fixed_rate:.0f} req/s, Poisson arrivals)"
     lines = [
-        "# Benchmarks", "",
-        f"Measured {res.started} on {res.machine}, CPU execution provider. "
-        "Regenerate with:", "", "```bash", command, "```", "",
+        "# Benchmarks",
+        "",
+        f"Measured {res.started} on {res.machine}, CPU execution provider. Regenerate with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
         "Every comparison below ran in this one invocation, its configurations interleaved "
         "round by round; figures are medians over rounds. Accuracy in the throughput tables "
         "is over the samples each run got through; the targets table scores both "
-        "configurations on the same images (every sample once, 100 per request).", "",
-        "## Targets", "", *_headline(res), "",
-        "## 1. Early exit vs full depth (same server, `full_depth` request parameter)", "",
-        "### Saturation (closed loop: 32 clients with one sample per request, 4 with 32)", "",
-        *report_table(res.saturation), "", fixed_title, "", *report_table(res.fixed), "",
-        "## 2. The server vs the in-process limit", "",
+        "configurations on the same images (every sample once, 100 per request).",
+        "",
+        "## Targets",
+        "",
+        *_headline(res),
+        "",
+        "## 1. Early exit vs full depth (same server, `full_depth` request parameter)",
+        "",
+        "### Saturation (closed loop: 32 clients with one sample per request, 4 with 32)",
+        "",
+        *report_table(res.saturation),
+        "",
+        fixed_title,
+        "",
+        *report_table(res.fixed),
+        "",
+        "## 2. The server vs the in-process limit",
+        "",
         f"- In-process batched (batch 32, no HTTP): early exit {res.inproc_ee:.0f} samples/s, "
         f"full depth {res.inproc_fd:.0f} samples/s.",
         f"- In-process single-sample latency: {res.inproc_single_ms:.2f} ms (median; measured "
         "round by round between the concurrency-1 runs below).",
         f"- Server at saturation, 32 samples per request: "
         f"{med(res.saturation.get(EE_32, []), 'samples_per_s'):.0f} samples/s (table 1).",
-        "", "Concurrency 1: `http.client` is one keep-alive connection on the standard "
+        "",
+        "Concurrency 1: `http.client` is one keep-alive connection on the standard "
         "library's blocking client, the lightest Python has, so the figure is the server's; "
-        "`aiohttp` is the load generator's closed loop with one client.", "",
-        *report_table(res.c1), "",
-        "## 3. Stage batching vs naive early exit vs no batching", "",
-        *(report_table(res.scheduling) if res.scheduling else ["Not measured in this run."]), "",
-        "## 4. The calibrated policy vs the oracle", "",
+        "`aiohttp` is the load generator's closed loop with one client.",
+        "",
+        *report_table(res.c1),
+        "",
+        "## 3. Stage batching vs naive early exit vs no batching",
+        "",
+        *(report_table(res.scheduling) if res.scheduling else ["Not measured in this run."]),
+        "",
+        "## 4. The calibrated policy vs the oracle",
+        "",
         f"Compute fraction of full depth: oracle {res.oracle_fraction:.3f}, calibrated "
         f"confidence policy {res.policy_fraction:.3f} (the oracle leaves at the first exit "
-        "whose prediction equals the final exit's).", "",
-        "## 5. Threshold sweep (confidence threshold on every exit)", "",
-        *report_table(res.sweep), "", *[f"![benchmarks]({i})" for i in images], "",
-        "## Where the time goes", "", *_analysis(res), "",
-        *res.gpu, "",
+        "whose prediction equals the final exit's).",
+        "",
+        "## 5. Threshold sweep (confidence threshold on every exit)",
+        "",
+        *report_table(res.sweep),
+        "",
+        *[f"![benchmarks]({i})" for i in images],
+        "",
+        "## Where the time goes",
+        "",
+        *_analysis(res),
+        "",
+        *res.gpu,
+        "",
         *(["## Notes", "", *[f"- {n}" for n in res.notes], ""] if res.notes else []),
-    ]  # fmt: skip
+    ]
     out.write_text("\n".join(lines))

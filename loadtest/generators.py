@@ -40,16 +40,20 @@ def _connector(limit: int) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=limit, force_close=False)
 
 
-async def _warm(session: aiohttp.ClientSession, url: str, reqs: Sequence[EncodedRequest],
-                bounds: Bounds) -> None:  # fmt: skip
+async def _warm(
+    session: aiohttp.ClientSession, url: str, reqs: Sequence[EncodedRequest], bounds: Bounds
+) -> None:
     for i in range(bounds.warmup_requests):
         await send(session, url, reqs[i % len(reqs)], bounds.timeout_s)
 
 
 async def closed_loop(
-    url: str, requests: Sequence[EncodedRequest], concurrency: int, bounds: Bounds,
+    url: str,
+    requests: Sequence[EncodedRequest],
+    concurrency: int,
+    bounds: Bounds,
     progress: bool = True,
-) -> Report:  # fmt: skip
+) -> Report:
     """`concurrency` clients, each sending its next request as soon as the last returns."""
     replies: list[Reply] = []
     labels = []
@@ -76,9 +80,14 @@ async def closed_loop(
 
 
 async def open_loop(
-    url: str, requests: Sequence[EncodedRequest], rate: float, bounds: Bounds,
-    arrival: Arrival = "poisson", seed: int = 0, progress: bool = True,
-) -> Report:  # fmt: skip
+    url: str,
+    requests: Sequence[EncodedRequest],
+    rate: float,
+    bounds: Bounds,
+    arrival: Arrival = "poisson",
+    seed: int = 0,
+    progress: bool = True,
+) -> Report:
     """Requests at `rate` per second (fixed spacing or Poisson), latency from schedule."""
     rng = random.Random(seed)
     total = min(bounds.max_requests, max(1, int(rate * bounds.duration_s)))

@@ -32,8 +32,11 @@ LOADS = ((256, 8), (64, 8), (1, 32))  # samples per request, concurrent clients
 
 def overlay_env(path: Path = OVERLAY) -> dict[str, str]:
     """The GPU overlay's EXITSERVE_* settings, so the bench measures what a GPU pod runs."""
-    pairs = (ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln
-             and not ln.lstrip().startswith("#"))  # fmt: skip
+    pairs = (
+        ln.split("=", 1)
+        for ln in path.read_text().splitlines()
+        if "=" in ln and not ln.lstrip().startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -56,8 +59,11 @@ def card_name() -> str:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "a CUDA device (nvidia-smi unavailable)"
     name, _, driver = out.splitlines()[0].partition(",")
@@ -80,11 +86,17 @@ def _loads(x: np.ndarray, y: np.ndarray) -> dict[str, tuple[list[EncodedRequest]
     out = {}
     for per, clients in LOADS:
         n = len(x) // per * per
-        out[f"{per}/request"] = ([encode(x[i : i + per], y[i : i + per], "binary", None)
-                                  for i in range(0, n, per)], clients)  # fmt: skip
-        out[f"{per}/request full"] = ([encode(x[i : i + per], y[i : i + per], "binary",
-                                              {"full_depth": True})
-                                       for i in range(0, n, per)], clients)  # fmt: skip
+        out[f"{per}/request"] = (
+            [encode(x[i : i + per], y[i : i + per], "binary", None) for i in range(0, n, per)],
+            clients,
+        )
+        out[f"{per}/request full"] = (
+            [
+                encode(x[i : i + per], y[i : i + per], "binary", {"full_depth": True})
+                for i in range(0, n, per)
+            ],
+            clients,
+        )
     return out
 
 
@@ -103,8 +115,15 @@ class Setup:
         return Bounds(duration_s=self.seconds, warmup_requests=20)
 
 
-def _server(res: GpuResults, setup: Setup, provider: str, env: dict[str, str], rounds: int,
-            names: tuple[str, ...], then: Callable[[str], None] | None = None) -> None:  # fmt: skip
+def _server(
+    res: GpuResults,
+    setup: Setup,
+    provider: str,
+    env: dict[str, str],
+    rounds: int,
+    names: tuple[str, ...],
+    then: Callable[[str], None] | None = None,
+) -> None:
     """The named loads early exit vs full depth, interleaved, against one server."""
     with running_server(setup.repo, setup.logs, env=env) as srv:
         url = f"{srv.url}/v2/models/{setup.model}/infer"
@@ -129,8 +148,16 @@ def _cuda_extras(res: GpuResults, setup: Setup, url: str) -> None:
         res.accuracy[name] = setup.measure(url, reqs, 2, Bounds(600.0, len(reqs)))
 
 
-def run_gpu(repo: Path, model: str, x: np.ndarray, y: np.ndarray, measure: Measure,
-            seconds: float, rounds: int, logs: Path) -> GpuResults:  # fmt: skip
+def run_gpu(
+    repo: Path,
+    model: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    measure: Measure,
+    seconds: float,
+    rounds: int,
+    logs: Path,
+) -> GpuResults:
     """Every GPU comparison; exhaustive cuDNN search and the same host's CPU once each."""
     res = GpuResults(card_name(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     click.echo(f"GPU: {res.card}")
@@ -153,8 +180,10 @@ def _with(env: dict[str, str], **changes: object) -> str:
 
 def _speed(res: GpuResults, provider: str, load: str) -> tuple[float, float, str]:
     """Early exit and full depth samples/s for one server row pair, and their ratio."""
-    ee, fd = (med(res.server.get(f"{provider}, {load}, {mode}", []), "samples_per_s")
-              for mode in ("early exit", "full depth"))  # fmt: skip
+    ee, fd = (
+        med(res.server.get(f"{provider}, {load}, {mode}", []), "samples_per_s")
+        for mode in ("early exit", "full depth")
+    )
     return ee, fd, f"{ee / fd:.2f}×" if fd else "n/a"
 
 
@@ -163,13 +192,20 @@ def _reading(res: GpuResults) -> list[str]:
     in_ee, in_fd = res.inproc.get("early exit", 0.0), res.inproc.get("full depth", 0.0)
     big, mid, one = (_speed(res, "CUDA", f"{n}/request") for n in ("256", "64", "1"))
     ex = _speed(res, "CUDA exhaustive search", "256/request")
-    wait_big, wait_mid = (_speed(res, "CUDA, survivors wait too", f"{n}/request")
-                          for n in ("256", "64"))  # fmt: skip
-    rps = [med(res.server.get(f"CUDA, 64/request, {m}", []), "requests_per_s")
-           for m in ("early exit", "full depth")]  # fmt: skip
-    bound = (f" At 64 per request both modes answer about {rps[0]:.0f} requests/s: per-request "
-             "CPU work (HTTP, decoding, the load generator on the same host) bounds the server "
-             "there, not the GPU." if min(rps) and max(rps) / min(rps) < 1.15 else "")  # fmt: skip
+    wait_big, wait_mid = (
+        _speed(res, "CUDA, survivors wait too", f"{n}/request") for n in ("256", "64")
+    )
+    rps = [
+        med(res.server.get(f"CUDA, 64/request, {m}", []), "requests_per_s")
+        for m in ("early exit", "full depth")
+    ]
+    bound = (
+        f" At 64 per request both modes answer about {rps[0]:.0f} requests/s: per-request "
+        "CPU work (HTTP, decoding, the load generator on the same host) bounds the server "
+        "there, not the GPU."
+        if min(rps) and max(rps) / min(rps) < 1.15
+        else ""
+    )
     acc = {k: r.accuracy for k, r in res.accuracy.items()}
     same = res.accuracy["64/request"].ok * 64 if "64/request" in res.accuracy else 0
     return [
@@ -211,15 +247,26 @@ def section(res: GpuResults, command: str, cores: int) -> list[str]:
     """The GPU section's markdown, markers included."""
     env = overlay_env()
     return [
-        BEGIN, "## GPU", "",
-        f"Measured {res.started} on {res.card}, {cores} CPU cores, with:", "",
-        "```bash", command, "```", "",
+        BEGIN,
+        "## GPU",
+        "",
+        f"Measured {res.started} on {res.card}, {cores} CPU cores, with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
         "Server settings: the GPU overlay's (`deploy/k8s/overlays/gpu/config.env`: batching "
         f"`{env.get('EXITSERVE_BATCHING', 'default')}`, CUDA execution provider, hidden "
         "states kept on the device between segments). The load generator runs on the same "
-        "host; figures are medians over rounds.", "",
-        *_reading(res), "", *report_table(res.server), "", END,
-    ]  # fmt: skip
+        "host; figures are medians over rounds.",
+        "",
+        *_reading(res),
+        "",
+        *report_table(res.server),
+        "",
+        END,
+    ]
 
 
 def splice(doc: str, lines: list[str]) -> str:

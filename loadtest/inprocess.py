@@ -54,8 +54,9 @@ def load_chain(
     return Chain(manifest, sessions)
 
 
-def early_exit(chain: Chain, x: Array, threshold: float | None = None) -> tuple[
-    npt.NDArray[np.int64], npt.NDArray[np.int32]]:  # fmt: skip
+def early_exit(
+    chain: Chain, x: Array, threshold: float | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """Confidence policy over one batch: each survivor set goes on to the next segment."""
     n, last = len(x), chain.manifest.num_exits - 1
     labels, exits = np.zeros(n, np.int64), np.full(n, last, np.int32)

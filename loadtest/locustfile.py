@@ -31,11 +31,16 @@ class InferUser(HttpUser):
     @task(4)
     def infer_binary(self) -> None:
         req = next(self._binary)
-        self.client.post(f"/v2/models/{MODEL}/infer", data=req.body, headers=req.headers,
-                         name="v2 infer (binary)")  # fmt: skip
+        self.client.post(
+            f"/v2/models/{MODEL}/infer",
+            data=req.body,
+            headers=req.headers,
+            name="v2 infer (binary)",
+        )
 
     @task(1)
     def infer_json(self) -> None:
         req = next(self._json)
-        self.client.post(f"/v2/models/{MODEL}/infer", data=req.body, headers=req.headers,
-                         name="v2 infer (json)")  # fmt: skip
+        self.client.post(
+            f"/v2/models/{MODEL}/infer", data=req.body, headers=req.headers, name="v2 infer (json)"
+        )

@@ -43,9 +43,15 @@ def build_requests(
 
 
 def run_load(
-    url: str, requests: list[EncodedRequest], *, mode: str, concurrency: int, rate: float,
-    bounds: Bounds, progress: bool = True,
-) -> Report:  # fmt: skip
+    url: str,
+    requests: list[EncodedRequest],
+    *,
+    mode: str,
+    concurrency: int,
+    rate: float,
+    bounds: Bounds,
+    progress: bool = True,
+) -> Report:
     """One bounded run in the given mode."""
     check_loopback(url)
     if mode == "closed":
@@ -65,9 +71,17 @@ def run_load(
 @click.option("--parameters", default="", help='JSON, e.g. {"full_depth": true}')
 @click.option("--json-out", is_flag=True, help="print the report as JSON")
 def main(
-    url: str, mode: str, concurrency: int, rate: float, duration: float, max_requests: int,
-    batch: int, encoding: Encoding, parameters: str, json_out: bool,
-) -> None:  # fmt: skip
+    url: str,
+    mode: str,
+    concurrency: int,
+    rate: float,
+    duration: float,
+    max_requests: int,
+    batch: int,
+    encoding: Encoding,
+    parameters: str,
+    json_out: bool,
+) -> None:
     """Send real MNIST test samples to exitserve and report latency, throughput and exits."""
     params = json.loads(parameters) if parameters else None
     requests = build_requests(batch, encoding, params)

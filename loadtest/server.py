@@ -81,16 +81,30 @@ def wait_ready(server: LiveServer, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 def serve_command(repository: Path, port: int, metrics_port: int, args: Sequence[str]) -> list[str]:
     return [
-        sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        *args,
+    ]
 
 
 @contextmanager
 def running_server(
-    repository: Path, log_dir: Path, args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
-) -> Iterator[LiveServer]:  # fmt: skip
+    repository: Path,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> Iterator[LiveServer]:
     """Run `exitserve serve` on `repository` until the block ends, then SIGTERM it.
 
     The caller's EXITSERVE_* variables are dropped so only `args` and `env` configure it.
@@ -101,11 +115,14 @@ def running_server(
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("EXITSERVE_")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(repository, port, metrics_port, args), stdout=log,
-            stderr=subprocess.STDOUT, env={**clean_env, **(env or {})},
-        )  # fmt: skip
-    server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}",
-                        process, log_path)  # fmt: skip
+            serve_command(repository, port, metrics_port, args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**clean_env, **(env or {})},
+        )
+    server = LiveServer(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", process, log_path
+    )
     try:
         wait_ready(server, ready_timeout_s)
         yield server

@@ -73,19 +73,28 @@ def render(windows: list[Window], minutes: float, rate: float) -> str:
     steady = windows[1:] or windows
     ts = [w.t_s for w in steady]
     lines = [
-        BEGIN, "", f"Command: `make soak` (python -m loadtest.soak --minutes {minutes} "
-        f"--rate {rate}); bundled `mnist` model, 4 samples per binary request, open loop.", "",
+        BEGIN,
+        "",
+        f"Command: `make soak` (python -m loadtest.soak --minutes {minutes} "
+        f"--rate {rate}); bundled `mnist` model, 4 samples per binary request, open loop.",
+        "",
         "| t (s) | RSS MB | requests | errors | p50 ms | p99 ms | samples/s |",
         "| ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-    ]  # fmt: skip
+    ]
     for w in windows:
         r = w.report
-        lines.append(f"| {w.t_s:.0f} | {w.rss_mb:.1f} | {r.requests} | {r.errors or 0} | "
-                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.samples_per_s:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {w.t_s:.0f} | {w.rss_mb:.1f} | {r.requests} | {r.errors or 0} | "
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.samples_per_s:.0f} |"
+        )
     rss_slope = slope_per_min(ts, [w.rss_mb for w in steady])
     p99_slope = slope_per_min(ts, [w.report.p99_ms for w in steady])
-    lines += ["", f"Trend after the first window: RSS {rss_slope:+.2f} MB/min, "
-              f"p99 {p99_slope:+.3f} ms/min.", "", END]  # fmt: skip
+    lines += [
+        "",
+        f"Trend after the first window: RSS {rss_slope:+.2f} MB/min, p99 {p99_slope:+.3f} ms/min.",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 

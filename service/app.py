@@ -24,8 +24,10 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.dataplane import DataPlane
 
-DESCRIPTION = ("Open Inference Protocol v2 (JSON and binary tensors) and a v1 predict "
-               "endpoint for multi-exit networks. See docs/api.md.")  # fmt: skip
+DESCRIPTION = (
+    "Open Inference Protocol v2 (JSON and binary tensors) and a v1 predict "
+    "endpoint for multi-exit networks. See docs/api.md."
+)
 
 
 def create_app(
@@ -48,8 +50,13 @@ def create_app(
 
         dataplane = DataPlane(settings, metrics)
     lifecycle = Lifecycle(dataplane, settings, metrics.registry)
-    app = FastAPI(title="exitserve", version=_version(), description=DESCRIPTION,
-                  lifespan=lifecycle.lifespan, redoc_url=None)  # fmt: skip
+    app = FastAPI(
+        title="exitserve",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifecycle.lifespan,
+        redoc_url=None,
+    )
     app.state.settings, app.state.dataplane = settings, dataplane
     app.state.metrics, app.state.lifecycle = metrics, lifecycle
     routers = (server_routes, model_routes, infer_routes, repository_routes)

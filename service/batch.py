@@ -113,9 +113,13 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
 
 
 def _answer(
-    k: int, batch: Batch, probs: npt.NDArray[np.float32], exits: npt.NDArray[np.bool_],
-    pred: Rows, outcome: Outcome,
-) -> list[Span]:  # fmt: skip
+    k: int,
+    batch: Batch,
+    probs: npt.NDArray[np.float32],
+    exits: npt.NDArray[np.bool_],
+    pred: Rows,
+    outcome: Outcome,
+) -> list[Span]:
     """Write exited rows into their jobs; return the survivors' spans, in batch order."""
     spans: list[Span] = []
     for piece in batch.pieces:
@@ -141,9 +145,14 @@ def _rows(x: Hidden | None, default: int) -> int:
 
 
 def _survivors(
-    runner: SegmentRunner, k: int, out: SegmentOutput, exits: npt.NDArray[np.bool_],
-    pred: Rows, streak: npt.NDArray[np.int32], spans: list[Span],
-) -> Packet:  # fmt: skip
+    runner: SegmentRunner,
+    k: int,
+    out: SegmentOutput,
+    exits: npt.NDArray[np.bool_],
+    pred: Rows,
+    streak: npt.NDArray[np.int32],
+    spans: list[Span],
+) -> Packet:
     """The rows that did not exit, with their hidden rows, as one packet (one Gather)."""
     if out.hidden is None:
         raise RuntimeError(f"rows survived segment {k}, which has no hidden output")

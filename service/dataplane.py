@@ -117,9 +117,10 @@ class DataPlane:
         """Triton statistics for one version, every version of a model, or every model."""
         if name is not None:
             manifests = (
-                [self.manifest(name, version)] if version is not None
+                [self.manifest(name, version)]
+                if version is not None
                 else [self.manifest(name, v) for v in self.versions(name)]
-            )  # fmt: skip
+            )
             if not manifests:
                 self.manifest(name)  # raises NotFound
         else:
@@ -182,8 +183,9 @@ class DataPlane:
         future.add_done_callback(lambda f: self._settled(f, timer, gauge))
         return future
 
-    def _settled(self, future: asyncio.Future[InferenceResult], timer: asyncio.TimerHandle,
-                 gauge: Any) -> None:  # fmt: skip
+    def _settled(
+        self, future: asyncio.Future[InferenceResult], timer: asyncio.TimerHandle, gauge: Any
+    ) -> None:
         timer.cancel()
         gauge.dec()
         if not future.cancelled() and future.exception() is None:

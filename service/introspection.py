@@ -20,8 +20,12 @@ from service.settings import BatchingConfig
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = [
-    "binary_tensor_data", "parameters", "statistics", "model_configuration", "model_repository",
-]  # fmt: skip
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+]
 TRITON_TYPES = {
     "FP32": "TYPE_FP32",
     "FP16": "TYPE_FP16",

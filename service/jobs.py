@@ -44,17 +44,29 @@ class Job:
 
     @classmethod
     def create(
-        cls, job_id: str, model: str, version: str, rows: int, classes: int,
-        policy: ExitPolicy, deadline: float,
-    ) -> Job:  # fmt: skip
+        cls,
+        job_id: str,
+        model: str,
+        version: str,
+        rows: int,
+        classes: int,
+        policy: ExitPolicy,
+        deadline: float,
+    ) -> Job:
         future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         return cls(
-            id=job_id, model=model, version=version, policy=policy, deadline=deadline,
-            future=future, label=np.full(rows, -1, dtype=np.int64),
+            id=job_id,
+            model=model,
+            version=version,
+            policy=policy,
+            deadline=deadline,
+            future=future,
+            label=np.full(rows, -1, dtype=np.int64),
             probs=np.zeros((rows, classes), dtype=np.float32),
             confidence=np.zeros(rows, dtype=np.float32),
-            exit_index=np.full(rows, -1, dtype=np.int32), remaining=rows,
-        )  # fmt: skip
+            exit_index=np.full(rows, -1, dtype=np.int32),
+            remaining=rows,
+        )
 
     def rows_done(self, count: int) -> None:
         """Count answered rows; the last one resolves the future (event loop only)."""
@@ -62,11 +74,14 @@ class Job:
         if self.remaining <= 0 and not self.future.done():
             self.future.set_result(
                 InferenceResult(
-                    model=self.model, version=self.version, label=self.label,
-                    probabilities=self.probs, confidence=self.confidence,
+                    model=self.model,
+                    version=self.version,
+                    label=self.label,
+                    probabilities=self.probs,
+                    confidence=self.confidence,
                     exit_index=self.exit_index,
                 )
-            )  # fmt: skip
+            )
 
     def fail(self, exc: BaseException) -> None:
         """Answer the request with an error, once; its queued rows are then skipped."""
@@ -124,10 +139,12 @@ class Packet:
         """A request's rows as they enter stage 0."""
         n = job.remaining
         return cls(
-            x=x, spans=[Span(job, np.arange(n, dtype=np.int64))],
-            pred=np.full(n, -1, dtype=np.int64), streak=np.zeros(n, dtype=np.int32),
+            x=x,
+            spans=[Span(job, np.arange(n, dtype=np.int64))],
+            pred=np.full(n, -1, dtype=np.int64),
+            streak=np.zeros(n, dtype=np.int32),
             queued_at=now,
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)

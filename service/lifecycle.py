@@ -48,8 +48,9 @@ class Lifecycle:
             self._metrics = start_http_server(
                 self.settings.metrics_port, self.settings.host, self.registry
             )
-            log.info("metrics on http://%s:%d/metrics", self.settings.host,
-                     self.settings.metrics_port)  # fmt: skip
+            log.info(
+                "metrics on http://%s:%d/metrics", self.settings.host, self.settings.metrics_port
+            )
 
     async def drain(self) -> None:
         """Readiness off, answer what is queued and in flight, then close the metrics port."""

@@ -14,9 +14,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Latencies here run from ~100 µs (one small segment on a GPU) to seconds (overload).
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 UNKNOWN = "_unknown"
 
@@ -29,57 +44,87 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         mv = ["model", "version"]
         self.requests = Counter(
-            "exitserve_requests", "Requests answered, by endpoint and status code",
-            ["model", "endpoint", "code"], registry=registry,
-        )  # fmt: skip
+            "exitserve_requests",
+            "Requests answered, by endpoint and status code",
+            ["model", "endpoint", "code"],
+            registry=registry,
+        )
         self.request_latency = Histogram(
-            "exitserve_request_duration_seconds", "End-to-end request latency in the server",
-            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "exitserve_request_duration_seconds",
+            "End-to-end request latency in the server",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.samples = Counter(
-            "exitserve_samples", "Samples answered, by the exit that answered them",
-            [*mv, "exit"], registry=registry,
-        )  # fmt: skip
+            "exitserve_samples",
+            "Samples answered, by the exit that answered them",
+            [*mv, "exit"],
+            registry=registry,
+        )
         self.segment_latency = Histogram(
-            "exitserve_segment_compute_seconds", "Time one segment run takes (a whole batch)",
-            [*mv, "segment"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "exitserve_segment_compute_seconds",
+            "Time one segment run takes (a whole batch)",
+            [*mv, "segment"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.queue_wait = Histogram(
-            "exitserve_queue_wait_seconds", "Time a sample waits in a stage queue for its batch",
-            [*mv, "stage"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "exitserve_queue_wait_seconds",
+            "Time a sample waits in a stage queue for its batch",
+            [*mv, "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.batch_size = Histogram(
-            "exitserve_batch_size", "Samples per segment run", [*mv, "stage"],
-            buckets=BATCH_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "exitserve_batch_size",
+            "Samples per segment run",
+            [*mv, "stage"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
         self.queue_depth = Gauge(
-            "exitserve_queue_depth", "Samples waiting in a stage queue", [*mv, "stage"],
+            "exitserve_queue_depth",
+            "Samples waiting in a stage queue",
+            [*mv, "stage"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.inflight = Gauge(
-            "exitserve_inflight_requests", "Requests accepted and not yet answered", ["model"],
+            "exitserve_inflight_requests",
+            "Requests accepted and not yet answered",
+            ["model"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.compute_used = Counter(
-            "exitserve_compute_used_macs", "MACs of the segments that actually ran, per sample",
-            mv, registry=registry,
-        )  # fmt: skip
+            "exitserve_compute_used_macs",
+            "MACs of the segments that actually ran, per sample",
+            mv,
+            registry=registry,
+        )
         self.compute_full = Counter(
-            "exitserve_compute_full_macs", "MACs the same samples would cost at full depth",
-            mv, registry=registry,
-        )  # fmt: skip
+            "exitserve_compute_full_macs",
+            "MACs the same samples would cost at full depth",
+            mv,
+            registry=registry,
+        )
         self.batch_failures = Counter(
-            "exitserve_batch_failures", "Segment runs that raised", [*mv, "stage"],
+            "exitserve_batch_failures",
+            "Segment runs that raised",
+            [*mv, "stage"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.calibrated_share = Gauge(
-            "exitserve_calibrated_exit_share", "Share of samples calibration expects per exit",
-            [*mv, "exit"], registry=registry,
-        )  # fmt: skip
-        self.model_ready = Gauge(
-            "exitserve_model_ready", "1 while a model version is loaded and serving", mv,
+            "exitserve_calibrated_exit_share",
+            "Share of samples calibration expects per exit",
+            [*mv, "exit"],
             registry=registry,
-        )  # fmt: skip
+        )
+        self.model_ready = Gauge(
+            "exitserve_model_ready",
+            "1 while a model version is loaded and serving",
+            mv,
+            registry=registry,
+        )
 
     def model_loaded(
         self, model: str, version: str, calibrated_share: Sequence[float], exits: int = 0
@@ -100,18 +145,28 @@ class Metrics:
         self.model_ready.labels(model, version).set(0)
 
     def record_exit(
-        self, model: str, version: str, exit_index: int, used_macs: int, full_macs: int,
+        self,
+        model: str,
+        version: str,
+        exit_index: int,
+        used_macs: int,
+        full_macs: int,
         count: int = 1,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """`count` samples answered at `exit_index`, each after `used_macs` of segments."""
         self.child(self.samples, model, version, str(exit_index)).inc(count)
         self.child(self.compute_used, model, version).inc(used_macs * count)
         self.child(self.compute_full, model, version).inc(full_macs * count)
 
     def record_batch(
-        self, model: str, version: str, stage: int, size: int, seconds: float,
+        self,
+        model: str,
+        version: str,
+        stage: int,
+        size: int,
+        seconds: float,
         waits: Sequence[float],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """One segment run: its size, its compute time and how long its samples queued."""
         s = str(stage)
         self.child(self.batch_size, model, version, s).observe(size)

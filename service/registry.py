@@ -60,9 +60,12 @@ class ModelRegistry:
     """The loaded versions of every model; mutated on the event loop only."""
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, executor: Executor,
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        executor: Executor,
         trace: BatchTrace | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._executor = executor
@@ -79,9 +82,10 @@ class ModelRegistry:
             if not re.match(NAME_PATTERN, model_dir.name):
                 continue
             versions = [
-                v.name for v in model_dir.iterdir()
+                v.name
+                for v in model_dir.iterdir()
                 if re.match(VERSION_PATTERN, v.name) and (v / MANIFEST_FILE).is_file()
-            ]  # fmt: skip
+            ]
             if versions:
                 found[model_dir.name] = sorted(versions, key=int)
         return found
@@ -136,12 +140,15 @@ class ModelRegistry:
             raise ModelLoadError(f"model '{name}' version '{version}': {reason}") from exc
         self.errors.pop((name, version), None)
         spec = PipelineSpec(
-            model=name, version=version, classes=len(manifest.labels),
-            macs=tuple(s.macs for s in manifest.segments), batching=batching,
+            model=name,
+            version=version,
+            classes=len(manifest.labels),
+            macs=tuple(s.macs for s in manifest.segments),
+            batching=batching,
             max_queue_samples=self._settings.max_queue_samples,
             chain_batches=self._settings.scheduling != "stage",
             inline_max_s=self._settings.inline_max_ms / 1000.0,
-        )  # fmt: skip
+        )
         pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace)
         return Loaded(manifest, runtime, pipeline)
 

@@ -70,8 +70,11 @@ class ModelRuntime:
         seg = self.manifest.segments[k]
         if self.bound:
             return self._run_bound(k, seg, x)
-        names = [seg.probs_output] if seg.hidden_output is None else [
-            seg.hidden_output.name, seg.probs_output]  # fmt: skip
+        names = (
+            [seg.probs_output]
+            if seg.hidden_output is None
+            else [seg.hidden_output.name, seg.probs_output]
+        )
         feed = x.numpy() if isinstance(x, ort.OrtValue) else x
         outs = self._sessions[k].run(names, {seg.input.name: feed})
         probs = np.asarray(outs[-1], dtype=np.float32)
@@ -79,8 +82,11 @@ class ModelRuntime:
 
     def _run_bound(self, k: int, seg: Segment, x: Hidden) -> SegmentOutput:
         dev, dev_id = self.placement.device_type, self.placement.device_id
-        value = x if isinstance(x, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(
-            np.ascontiguousarray(x), dev, dev_id)  # fmt: skip
+        value = (
+            x
+            if isinstance(x, ort.OrtValue)
+            else ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), dev, dev_id)
+        )
         binding = self._sessions[k].io_binding()
         binding.bind_ortvalue_input(seg.input.name, value)
         if seg.hidden_output is not None:
@@ -139,8 +145,11 @@ class ModelRuntime:
         with self._graphs_lock:
             sess = self._graphs.get(key)
             if sess is None:
-                model = gather_model(elem_type, rank) if arity == 0 else concat_model(
-                    elem_type, rank, arity)  # fmt: skip
+                model = (
+                    gather_model(elem_type, rank)
+                    if arity == 0
+                    else concat_model(elem_type, rank, arity)
+                )
                 label = f"{self._label} {'gather' if arity == 0 else f'concat{arity}'} graph"
                 sess = create_session(model, self._settings, self.placement, label)
                 self._graphs[key] = sess

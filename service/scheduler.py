@@ -53,9 +53,13 @@ class Pipeline:
     """The stages of one loaded model version and the requests in flight through them."""
 
     def __init__(
-        self, spec: PipelineSpec, runner: SegmentRunner, executor: Executor, metrics: Metrics,
+        self,
+        spec: PipelineSpec,
+        runner: SegmentRunner,
+        executor: Executor,
+        metrics: Metrics,
         trace: BatchTrace | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.spec = spec
         self._runner = runner
         self._executor = executor

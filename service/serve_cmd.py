@@ -29,8 +29,9 @@ def serve(**flags: Any) -> None:
     The admin token is read from EXITSERVE_ADMIN_TOKEN only, so it never shows in `ps`.
     """
     settings = load_settings(flags)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         run(settings)
     except StartError as exc:
@@ -63,9 +64,16 @@ def run(settings: Settings) -> None:
     """Build the app and run uvicorn until a signal has drained it."""
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.http_port, log_level=settings.log_level,
-        access_log=settings.access_log, loop="auto", http="auto", lifespan="on",
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1, server_header=False,
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1,
+        server_header=False,
         proxy_headers=settings.access_log,  # client addresses matter to access logs alone
-    )  # fmt: skip
+    )
     DrainingServer(config, app.state.lifecycle).run()

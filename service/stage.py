@@ -22,9 +22,12 @@ class Stage:
     """A bounded-by-admission queue of packets in front of segment `index` (event loop only)."""
 
     def __init__(
-        self, index: int, max_batch: int, max_delay_s: float,
+        self,
+        index: int,
+        max_batch: int,
+        max_delay_s: float,
         on_depth: Callable[[int], None] = lambda rows: None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.index = index
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s

@@ -28,31 +28,46 @@ OFFLOAD_BYTES = 256 << 10
 _V2_BODY = json_body("InferenceRequest", binary=True)
 
 
-@router.post("/v2/models/{model_name}/infer", name="infer", response_model=InferenceResponse,
-             responses=INFER_ERRORS, openapi_extra=_V2_BODY)  # fmt: skip
+@router.post(
+    "/v2/models/{model_name}/infer",
+    name="infer",
+    response_model=InferenceResponse,
+    responses=INFER_ERRORS,
+    openapi_extra=_V2_BODY,
+)
 async def infer(request: Request, model_name: ctx.ModelName) -> Response:
     """Run a v2 inference request; binary outputs come after the JSON header."""
     return await serve_infer(request, model_name, None)
 
 
-@router.post("/v2/models/{model_name}/versions/{model_version}/infer", name="infer",
-             response_model=InferenceResponse, responses=INFER_ERRORS,
-             openapi_extra=_V2_BODY)  # fmt: skip
+@router.post(
+    "/v2/models/{model_name}/versions/{model_version}/infer",
+    name="infer",
+    response_model=InferenceResponse,
+    responses=INFER_ERRORS,
+    openapi_extra=_V2_BODY,
+)
 async def version_infer(
     request: Request, model_name: ctx.ModelName, model_version: ctx.ModelVersion
 ) -> Response:
     return await serve_infer(request, model_name, model_version)
 
 
-@router.post("/v1/models/{model_name}:predict", name="v1_predict", response_model=PredictResponse,
-             responses=INFER_ERRORS, openapi_extra=json_body("PredictRequest"))  # fmt: skip
+@router.post(
+    "/v1/models/{model_name}:predict",
+    name="v1_predict",
+    response_model=PredictResponse,
+    responses=INFER_ERRORS,
+    openapi_extra=json_body("PredictRequest"),
+)
 async def predict(request: Request, model_name: ctx.ModelName) -> Response:
     """`{"instances": [...]}` in, one prediction per instance out, in order."""
     plane, limits = ctx.serving(request), ctx.settings(request)
     manifest = plane.manifest(model_name, None)
     body = await read_body(request, limits.max_body_bytes)
-    data = await _decode(len(body), v1.decode_predict, body, manifest,
-                         limits.max_samples_per_request)  # fmt: skip
+    data = await _decode(
+        len(body), v1.decode_predict, body, manifest, limits.max_samples_per_request
+    )
     result = await unless_disconnected(request, plane.submit(data))
     return Response(v1.encode_predict(result), media_type=JSON)
 
@@ -62,8 +77,14 @@ async def serve_infer(request: Request, name: str, version: str | None) -> Respo
     plane, limits = ctx.serving(request), ctx.settings(request)
     manifest = plane.manifest(name, version)
     body = await read_body(request, limits.max_body_bytes)
-    decoded = await _decode(len(body), decode_infer, body, request.headers.get(HEADER_LENGTH),
-                            manifest, limits.max_samples_per_request)  # fmt: skip
+    decoded = await _decode(
+        len(body),
+        decode_infer,
+        body,
+        request.headers.get(HEADER_LENGTH),
+        manifest,
+        limits.max_samples_per_request,
+    )
     result = await unless_disconnected(request, plane.submit(decoded.request))
     encoded = encode_infer(result, decoded.outputs, decoded.request_id)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)

@@ -22,9 +22,16 @@ UNMATCHED = "unmatched"
 async def send_error(send: Send, status: int, message: str) -> None:
     """A complete `{"error": ...}` response, for middleware that answers by itself."""
     body = orjson.dumps({"error": message})
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-    ]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -28,28 +28,36 @@ async def all_stats(request: Request) -> Response:
     return json_response(dataplane(request).model_stats())
 
 
-@router.get(M, name="model_metadata", response_model=ModelMetadataResponse,
-            responses=LOOKUP_ERRORS)  # fmt: skip
+@router.get(M, name="model_metadata", response_model=ModelMetadataResponse, responses=LOOKUP_ERRORS)
 async def metadata(request: Request, model_name: ModelName) -> Response:
     return _metadata(request, model_name, None)
 
 
-@router.get(MV, name="model_metadata", response_model=ModelMetadataResponse,
-            responses=LOOKUP_ERRORS)  # fmt: skip
+@router.get(
+    MV, name="model_metadata", response_model=ModelMetadataResponse, responses=LOOKUP_ERRORS
+)
 async def version_metadata(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:
     return _metadata(request, model_name, model_version)
 
 
-@router.get(f"{M}/ready", name="model_ready", response_model=ModelReadyResponse,
-            responses={**LOOKUP_ERRORS, **errors(503)})  # fmt: skip
+@router.get(
+    f"{M}/ready",
+    name="model_ready",
+    response_model=ModelReadyResponse,
+    responses={**LOOKUP_ERRORS, **errors(503)},
+)
 async def ready(request: Request, model_name: ModelName) -> Response:
     return _ready(request, model_name, None)
 
 
-@router.get(f"{MV}/ready", name="model_ready", response_model=ModelReadyResponse,
-            responses={**LOOKUP_ERRORS, **errors(503)})  # fmt: skip
+@router.get(
+    f"{MV}/ready",
+    name="model_ready",
+    response_model=ModelReadyResponse,
+    responses={**LOOKUP_ERRORS, **errors(503)},
+)
 async def version_ready(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:

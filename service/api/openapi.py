@@ -22,8 +22,9 @@ def install_openapi(app: FastAPI) -> None:
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)  # fmt: skip
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             _add_components(schema)
             _drop_422(schema)
             app.openapi_schema = schema

@@ -17,8 +17,9 @@ from service.api.docs import errors
 from service.errors import BadRequest
 from service.protocol.json_body import load_object, show
 
-router = APIRouter(tags=["repository"], dependencies=[Depends(require_admin)],
-                   responses=errors(400, 401, 403))  # fmt: skip
+router = APIRouter(
+    tags=["repository"], dependencies=[Depends(require_admin)], responses=errors(400, 401, 403)
+)
 # Admin bodies are a few small keys; anything bigger is not a repository request.
 MAX_ADMIN_BODY = 4096
 
@@ -34,8 +35,9 @@ async def index(request: Request) -> Response:
     return json_response([e for e in entries if e["state"] == "READY" or not ready_only])
 
 
-@router.post("/v2/repository/models/{model_name}/load", name="repository_load",
-             responses=errors(404, 503))  # fmt: skip
+@router.post(
+    "/v2/repository/models/{model_name}/load", name="repository_load", responses=errors(404, 503)
+)
 async def load(request: Request, model_name: ModelName) -> Response:
     """(Re)load a model, or one version, from the repository; old versions serve meanwhile."""
     version = _version(await _body(request))
@@ -43,8 +45,9 @@ async def load(request: Request, model_name: ModelName) -> Response:
     return json_response({"name": model_name, "versions": versions})
 
 
-@router.post("/v2/repository/models/{model_name}/unload", name="repository_unload",
-             responses=errors(404))  # fmt: skip
+@router.post(
+    "/v2/repository/models/{model_name}/unload", name="repository_unload", responses=errors(404)
+)
 async def unload(request: Request, model_name: ModelName) -> Response:
     """Stop serving a model (or one version) once its queued requests are answered."""
     version = _version(await _body(request))
@@ -64,10 +67,13 @@ def _version(body: dict[str, Any]) -> str | None:
         raise BadRequest("parameters: must be a JSON object")
     for key in params:
         if key != "version":
-            raise BadRequest(f"parameters.{show(key)[1:-1]}: not accepted; models load only "
-                             "from the server's repository, by name and version")  # fmt: skip
+            raise BadRequest(
+                f"parameters.{show(key)[1:-1]}: not accepted; models load only "
+                "from the server's repository, by name and version"
+            )
     version = params.get("version")
-    if version is not None and not (isinstance(version, str) and version.isdigit()
-                                    and len(version) <= 9):  # fmt: skip
+    if version is not None and not (
+        isinstance(version, str) and version.isdigit() and len(version) <= 9
+    ):
         raise BadRequest("parameters.version: must be a version number as a string")
     return version

@@ -42,16 +42,19 @@ def _one(item: object, i: int, binary_default: bool) -> OutputRequest:
         raise BadRequest(f'{field}: must be an object with a "name"')
     name = item.get("name")
     if name not in OUTPUT_NAMES:
-        raise BadRequest(f"{field}.name: unknown output {show(name)}; expected one of "
-                         f"{list(OUTPUT_NAMES)}")  # fmt: skip
+        raise BadRequest(
+            f"{field}.name: unknown output {show(name)}; expected one of {list(OUTPUT_NAMES)}"
+        )
     params = item.get("parameters")
     if params is None:
         return OutputRequest(str(name), binary_default)
     if not isinstance(params, dict):
         raise BadRequest(f"{field}.parameters: must be a JSON object")
     if "classification" in params:
-        raise BadRequest(f"{field}.parameters.classification: the classification extension "
-                         "is not supported; ask for 'label' and 'confidence'")  # fmt: skip
+        raise BadRequest(
+            f"{field}.parameters.classification: the classification extension "
+            "is not supported; ask for 'label' and 'confidence'"
+        )
     binary = params.get("binary_data", binary_default)
     if not isinstance(binary, bool):
         raise BadRequest(f"{field}.parameters.binary_data: must be true or false")

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.types import PolicyKind
 
 TensorData = list[Any]
-DATA_DOC = ("The tensor's elements in row-major order, as a flat list or nested lists; "
-            "omitted when the binary tensor extension carries them.")  # fmt: skip
+DATA_DOC = (
+    "The tensor's elements in row-major order, as a flat list or nested lists; "
+    "omitted when the binary tensor extension carries them."
+)
 
 
 class _Open(BaseModel):
@@ -98,8 +100,19 @@ class RequestInput(BaseModel):
 
     name: str
     shape: list[int]
-    datatype: Literal["FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
-                      "UINT16", "UINT32", "UINT64"]  # fmt: skip
+    datatype: Literal[
+        "FP32",
+        "FP64",
+        "FP16",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+    ]
     parameters: TensorParameters | None = None
     data: TensorData | None = Field(None, description=DATA_DOC)
 

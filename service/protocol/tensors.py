@@ -25,8 +25,10 @@ def check_shape(raw: object, spec: TensorSpec, field: str, max_samples: int) -> 
     if not isinstance(raw, list) or not all(type(d) is int for d in raw):
         raise BadRequest(f"{field}: must be a list of integers")
     if raw[1:] != spec.shape or not raw:
-        raise BadRequest(f"{field}: expected [batch, {', '.join(map(str, spec.shape))}] for "
-                         f"input {spec.name!r}, got {show(raw)}")  # fmt: skip
+        raise BadRequest(
+            f"{field}: expected [batch, {', '.join(map(str, spec.shape))}] for "
+            f"input {spec.name!r}, got {show(raw)}"
+        )
     if not 1 <= raw[0] <= max_samples:
         raise BadRequest(f"{field}: batch must be between 1 and {max_samples}, got {raw[0]}")
     return raw
@@ -39,8 +41,9 @@ def from_json(data: Any, datatype: object, shape: list[int], field: str) -> F32:
     try:
         arr = np.asarray(data, dtype=np.float64 if wide else np.float32)
     except (ValueError, TypeError):
-        raise BadRequest(f"{field}.data: must be numbers, as a flat list or nested lists "
-                         "of equal length") from None  # fmt: skip
+        raise BadRequest(
+            f"{field}.data: must be numbers, as a flat list or nested lists of equal length"
+        ) from None
     _check_count(arr.size, shape, f"{field}.data")
     if wide:
         _check_integers(arr, dtype, f"{field}.data")
@@ -52,8 +55,10 @@ def from_binary(raw: memoryview, datatype: object, shape: list[int], field: str)
     dtype = numpy_dtype(datatype, f"{field}.datatype")
     need = math.prod(shape) * dtype.itemsize
     if len(raw) != need:
-        raise BadRequest(f"{field}.parameters.binary_data_size: {len(raw)} bytes, but shape "
-                         f"{shape} of {datatype} needs {need}")  # fmt: skip
+        raise BadRequest(
+            f"{field}.parameters.binary_data_size: {len(raw)} bytes, but shape "
+            f"{shape} of {datatype} needs {need}"
+        )
     arr = np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(shape)
     return finite(arr, f"{field} (binary data)")
 

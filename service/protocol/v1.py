@@ -31,12 +31,15 @@ def decode_predict(body: bytes, manifest: Manifest, max_samples: int) -> Inferen
     try:
         arr = np.asarray(instances, dtype=np.float32)
     except (ValueError, TypeError):
-        raise BadRequest("instances: each must be numbers nested like the input "
-                         f"{shape}, all of the same shape") from None  # fmt: skip
+        raise BadRequest(
+            f"instances: each must be numbers nested like the input {shape}, all of the same shape"
+        ) from None
     n = len(instances)
     if list(arr.shape[1:]) != shape and arr.shape[1:] != (math.prod(shape),):
-        raise BadRequest(f"instances: each must have shape {shape} or be "
-                         f"{math.prod(shape)} flat numbers, got {list(arr.shape[1:])}")  # fmt: skip
+        raise BadRequest(
+            f"instances: each must have shape {shape} or be "
+            f"{math.prod(shape)} flat numbers, got {list(arr.shape[1:])}"
+        )
     data = finite(arr.reshape(n, *shape), "instances")
     return InferenceInput(manifest.name, manifest.version, data, options.policy)
 

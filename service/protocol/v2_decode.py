@@ -42,8 +42,9 @@ def decode_infer(
     options = parse_parameters(doc.get("parameters"))
     data = _input(doc.get("inputs"), tail, manifest, max_samples)
     outputs = parse_outputs(doc.get("outputs"), options.binary_output)
-    request = InferenceInput(manifest.name, manifest.version, data, options.policy,
-                             request_id or "")  # fmt: skip
+    request = InferenceInput(
+        manifest.name, manifest.version, data, options.policy, request_id or ""
+    )
     return DecodedInfer(request, request_id, outputs)
 
 
@@ -57,8 +58,10 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
     except ValueError:
         n = -1
     if not 0 < n <= len(body):
-        raise BadRequest(f"{HEADER_LENGTH}: must be the JSON header's byte count, between "
-                         f"1 and the body's {len(body)}, got {show(header_length)}")  # fmt: skip
+        raise BadRequest(
+            f"{HEADER_LENGTH}: must be the JSON header's byte count, between "
+            f"1 and the body's {len(body)}, got {show(header_length)}"
+        )
     return view[:n], view[n:]
 
 
@@ -71,8 +74,9 @@ def _input(raw: object, tail: memoryview, manifest: Manifest, max_samples: int) 
     if not isinstance(tensor, dict):
         raise BadRequest(f"{field}: must be an object with name, shape, datatype and data")
     if tensor.get("name") != spec.name:
-        raise BadRequest(f"{field}.name: this model's input is {spec.name!r}, "
-                         f"got {show(tensor.get('name'))}")  # fmt: skip
+        raise BadRequest(
+            f"{field}.name: this model's input is {spec.name!r}, got {show(tensor.get('name'))}"
+        )
     shape = check_shape(tensor.get("shape"), spec, f"{field}.shape", max_samples)
     datatype = tensor.get("datatype")
     size = _binary_size(tensor, field)
@@ -84,8 +88,10 @@ def _input(raw: object, tail: memoryview, manifest: Manifest, max_samples: int) 
     if "data" in tensor:
         raise BadRequest(f"{field}: send either data or parameters.binary_data_size, not both")
     if size > len(tail):
-        raise BadRequest(f"{field}.parameters.binary_data_size: {size} bytes declared, but only "
-                         f"{len(tail)} follow the JSON header (see {HEADER_LENGTH})")  # fmt: skip
+        raise BadRequest(
+            f"{field}.parameters.binary_data_size: {size} bytes declared, but only "
+            f"{len(tail)} follow the JSON header (see {HEADER_LENGTH})"
+        )
     _no_stray_bytes(tail, size)
     return from_binary(tail[:size], datatype, shape, field)
 
@@ -104,5 +110,7 @@ def _binary_size(tensor: dict[str, Any], field: str) -> int | None:
 
 def _no_stray_bytes(tail: memoryview, used: int) -> None:
     if len(tail) != used:
-        raise BadRequest(f"{HEADER_LENGTH}: {len(tail)} bytes follow the JSON header, but the "
-                         f"inputs declare {used} bytes of binary data")  # fmt: skip
+        raise BadRequest(
+            f"{HEADER_LENGTH}: {len(tail)} bytes follow the JSON header, but the "
+            f"inputs declare {used} bytes of binary data"
+        )

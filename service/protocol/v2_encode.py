@@ -35,8 +35,10 @@ def encode_infer(
     for out in outputs:
         arr = np.ascontiguousarray(getattr(result, out.name))
         entry: dict[str, Any] = {
-            "name": out.name, "datatype": OUTPUT_DATATYPES[arr.dtype], "shape": list(arr.shape),
-        }  # fmt: skip
+            "name": out.name,
+            "datatype": OUTPUT_DATATYPES[arr.dtype],
+            "shape": list(arr.shape),
+        }
         if out.binary:
             raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}

@@ -197,9 +197,14 @@ class AppRoutes:
         from starlette.routing import Match
 
         scope = {
-            "type": "http", "path": path, "method": method, "root_path": "",
-            "headers": [], "query_string": b"", "app": self.app,
-        }  # fmt: skip
+            "type": "http",
+            "path": path,
+            "method": method,
+            "root_path": "",
+            "headers": [],
+            "query_string": b"",
+            "app": self.app,
+        }
         return any(r.matches(scope)[0] == Match.FULL for r in self.app.router.routes)
 
 

@@ -195,6 +195,12 @@ def test_build_context_has_what_the_build_copies() -> None:
     needed.append("models/repository/mnist/1/manifest.json")
     for path in needed:
         assert in_build_context(path, rules), f"{path} is not in the build context"
-    for path in (".git/config", ".venv/bin/python", "tests/deploy/test_dockerfile.py", ".env",
-                 "service/__pycache__/app.cpython-312.pyc", "models/runs/x/model.pt"):  # fmt: skip
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        "tests/deploy/test_dockerfile.py",
+        ".env",
+        "service/__pycache__/app.cpython-312.pyc",
+        "models/runs/x/model.pt",
+    ):
         assert not in_build_context(path, rules), f"{path} would be sent to the build"

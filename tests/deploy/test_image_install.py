@@ -55,8 +55,11 @@ def image_python(minor: str) -> str:
         # pyenv shims exist for versions that are not selected: ask the interpreter itself.
         probe = subprocess.run(
             [candidate, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         if probe.returncode == 0 and probe.stdout.strip() == minor:
             return candidate
     warnings.warn(
@@ -161,8 +164,12 @@ def test_serving_venv_has_no_training_stack(image_venv: Path) -> None:
     )
     out = subprocess.run(
         [str(image_venv / "bin" / "python"), "-c", probe],
-        capture_output=True, text=True, timeout=60, check=True, cwd=image_venv,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=image_venv,
+    )
     found = json.loads(out.stdout)
     assert found.pop("torch") is False, "torch in the serving image"
     assert all(found.values()), found
@@ -180,12 +187,17 @@ def test_entrypoint_serves_a_prediction_and_drains(image_venv: Path, tmp_path: P
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.pop("PYTHONPATH", None)
-    env.update({
-        f"{ENV_PREFIX}MODEL_REPOSITORY": str(BUNDLED), f"{ENV_PREFIX}HOST": "127.0.0.1",
-        f"{ENV_PREFIX}HTTP_PORT": str(port), f"{ENV_PREFIX}METRICS_PORT": str(metrics_port),
-        f"{ENV_PREFIX}DEVICE": "cpu", f"{ENV_PREFIX}INTRA_OP_THREADS": "1",
-        f"{ENV_PREFIX}DRAIN_TIMEOUT_S": "5",
-    })  # fmt: skip
+    env.update(
+        {
+            f"{ENV_PREFIX}MODEL_REPOSITORY": str(BUNDLED),
+            f"{ENV_PREFIX}HOST": "127.0.0.1",
+            f"{ENV_PREFIX}HTTP_PORT": str(port),
+            f"{ENV_PREFIX}METRICS_PORT": str(metrics_port),
+            f"{ENV_PREFIX}DEVICE": "cpu",
+            f"{ENV_PREFIX}INTRA_OP_THREADS": "1",
+            f"{ENV_PREFIX}DRAIN_TIMEOUT_S": "5",
+        }
+    )
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         # cwd outside the repository: only the venv's copy of the code may be imported.
@@ -214,8 +226,14 @@ def test_entrypoint_serves_a_prediction_and_drains(image_venv: Path, tmp_path: P
             size = 1
             for d in shape:
                 size *= d
-            inputs.append({"name": spec["name"], "shape": shape, "datatype": spec["datatype"],
-                           "data": [0.5] * size})  # fmt: skip
+            inputs.append(
+                {
+                    "name": spec["name"],
+                    "shape": shape,
+                    "datatype": spec["datatype"],
+                    "data": [0.5] * size,
+                }
+            )
         response = httpx.post(
             f"{url}/v2/models/{model}/versions/{version}/infer", json={"inputs": inputs}, timeout=30
         )

@@ -19,8 +19,10 @@ from tests.service.conftest import LiveServerFactory
 @pytest.fixture(scope="module")
 def requests(mnist_samples):
     x, y = mnist_samples
-    return [encode(x[i : i + 2], y[i : i + 2], enc) for i, enc in
-            zip(range(0, 64, 2), ["json", "binary"] * 16, strict=True)]  # fmt: skip
+    return [
+        encode(x[i : i + 2], y[i : i + 2], enc)
+        for i, enc in zip(range(0, 64, 2), ["json", "binary"] * 16, strict=True)
+    ]
 
 
 def test_every_generator_counts_every_request_and_reports_exits(

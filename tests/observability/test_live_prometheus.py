@@ -275,17 +275,21 @@ def stack(
         proc, url = start_prometheus(workdir, instance)
         prom = Prometheus(url)
         try:
-            wait_for("Prometheus to be ready", lambda: prom.http.get("/-/ready").is_success,
-                     proc=proc)  # fmt: skip
+            wait_for(
+                "Prometheus to be ready", lambda: prom.http.get("/-/ready").is_success, proc=proc
+            )
             wait_for("a successful scrape", lambda: prom.now('up{job="exitserve"} == 1'))
             with httpx.Client(base_url=server.url, timeout=30.0) as client:
                 traffic = send_traffic(client, x, manifest)
             total = sum(traffic.exits.values())
             wait_for(
                 "Prometheus to scrape the last samples",
-                lambda: [s for s in prom.now(f'sum(exitserve_samples_total{{model="{MODEL}"}})')
-                         if s.value == total],
-            )  # fmt: skip
+                lambda: [
+                    s
+                    for s in prom.now(f'sum(exitserve_samples_total{{model="{MODEL}"}})')
+                    if s.value == total
+                ],
+            )
             time.sleep(2.5)  # two more scrapes and rule evaluations
             prom.at = time.time()
             yield Stack(

@@ -19,19 +19,27 @@ from tests.observability.promql import (
     ("expr", "want"),
     [
         ("up == 0", ["up"]),
-        ('max by (instance, model) (exitserve_model_ready{job="x"}) == 0',
-         ['max by (instance, model) (exitserve_model_ready{job="x"})']),
+        (
+            'max by (instance, model) (exitserve_model_ready{job="x"}) == 0',
+            ['max by (instance, model) (exitserve_model_ready{job="x"})'],
+        ),
         ("a:b:c > 0.05\nand on (model)\nd:e:f > 0.1", ["a:b:c", "d:e:f"]),
-        ("(a > (14.4 * 0.01) and b > (14.4 * 0.01)) or (c > (6 * 0.01) and d > 6e-2)",
-         ["a", "b", "c", "d"]),
-        ("abs(x - on (e) max by (e) (y)) > 0.1 and on (m) sum by (m) (increase(z[1h])) > 1000",
-         ["abs(x - on (e) max by (e) (y))", "sum by (m) (increase(z[1h]))"]),
-        ('sum(rate(r{code=~"5..|>"}[5m])) / sum(rate(r[5m])) > bool 0.5',
-         ['sum(rate(r{code=~"5..|>"}[5m])) / sum(rate(r[5m]))']),
+        (
+            "(a > (14.4 * 0.01) and b > (14.4 * 0.01)) or (c > (6 * 0.01) and d > 6e-2)",
+            ["a", "b", "c", "d"],
+        ),
+        (
+            "abs(x - on (e) max by (e) (y)) > 0.1 and on (m) sum by (m) (increase(z[1h])) > 1000",
+            ["abs(x - on (e) max by (e) (y))", "sum by (m) (increase(z[1h]))"],
+        ),
+        (
+            'sum(rate(r{code=~"5..|>"}[5m])) / sum(rate(r[5m])) > bool 0.5',
+            ['sum(rate(r{code=~"5..|>"}[5m])) / sum(rate(r[5m]))'],
+        ),
         ("a > b", ["a", "b"]),
         ("(a or 0 * b) / c", ["(a or 0 * b) / c"]),
     ],
-)  # fmt: skip
+)
 def test_signals_strip_thresholds(expr: str, want: list[str]) -> None:
     assert [" ".join(s.split()) for s in signals(expr)] == want
 
@@ -56,8 +64,10 @@ def test_label_names_from_matchers_and_modifiers() -> None:
 
 
 def test_substitute_all_variable_forms() -> None:
-    got = substitute("a{m=\"$model\", i=~\"${instance}\"}[$__rate_interval] [[model]]",
-                     {"model": "tiny", "instance": "h:1", "__rate_interval": "30s"})  # fmt: skip
+    got = substitute(
+        'a{m="$model", i=~"${instance}"}[$__rate_interval] [[model]]',
+        {"model": "tiny", "instance": "h:1", "__rate_interval": "30s"},
+    )
     assert got == 'a{m="tiny", i=~"h:1"}[30s] tiny'
     with pytest.raises(KeyError):
         substitute("$nope", {})

@@ -29,9 +29,10 @@ def live_server(
     log_dir = tmp_path_factory.mktemp("server-logs")
 
     def start(
-        args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         repository: Path | None = None,
-    ) -> AbstractContextManager[LiveServer]:  # fmt: skip
+    ) -> AbstractContextManager[LiveServer]:
         return running_server(repository or tiny_repository, log_dir, args, env)
 
     return start

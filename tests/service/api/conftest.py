@@ -22,8 +22,14 @@ def reference(tiny_repository: Path) -> Reference:
 
 @pytest.fixture(scope="session")
 def server(live_server: LiveServerFactory) -> Iterator[LiveServer]:
-    args = ["--max-body-bytes", str(BODY_LIMIT), "--max-samples-per-request", str(MAX_SAMPLES),
-            "--device", "cpu"]  # fmt: skip
+    args = [
+        "--max-body-bytes",
+        str(BODY_LIMIT),
+        "--max-samples-per-request",
+        str(MAX_SAMPLES),
+        "--device",
+        "cpu",
+    ]
     with live_server(args=args) as running:
         yield running
 

@@ -20,18 +20,28 @@ from service.types import InferenceResult
 def _segment(k: int, last: bool) -> dict[str, Any]:
     shape = [1, 4, 4] if k == 0 else [8]
     return {
-        "index": k, "file": f"segment_{k}.onnx", "input": {"name": "input" if k == 0 else "h",
-        "shape": shape}, "hidden_output": None if last else {"name": "h", "shape": [8]},
-        "logits_output": "logits", "probs_output": "probs", "macs": 10,
-        "cumulative_fraction": (k + 1) / 2, "thresholds": {"confidence": 0.9},
-    }  # fmt: skip
+        "index": k,
+        "file": f"segment_{k}.onnx",
+        "input": {"name": "input" if k == 0 else "h", "shape": shape},
+        "hidden_output": None if last else {"name": "h", "shape": [8]},
+        "logits_output": "logits",
+        "probs_output": "probs",
+        "macs": 10,
+        "cumulative_fraction": (k + 1) / 2,
+        "thresholds": {"confidence": 0.9},
+    }
 
 
-MANIFEST = Manifest.model_validate({
-    "name": "m", "version": "3", "architecture": "test", "labels": ["a", "b", "c"],
-    "input": {"name": "input", "shape": [1, 4, 4]}, "segments": [_segment(0, False),
-    _segment(1, True)],
-})  # fmt: skip
+MANIFEST = Manifest.model_validate(
+    {
+        "name": "m",
+        "version": "3",
+        "architecture": "test",
+        "labels": ["a", "b", "c"],
+        "input": {"name": "input", "shape": [1, 4, 4]},
+        "segments": [_segment(0, False), _segment(1, True)],
+    }
+)
 X = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32)
 
 
@@ -52,8 +62,12 @@ def _with_data(data: list[Any]) -> bytes:
 
 def _binary(x: np.ndarray = X, datatype: str = "FP32", **extra: Any) -> tuple[bytes, str]:
     raw = x.tobytes()
-    tensor = {"name": "input", "shape": list(x.shape), "datatype": datatype,
-              "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
+    tensor = {
+        "name": "input",
+        "shape": list(x.shape),
+        "datatype": datatype,
+        "parameters": {"binary_data_size": len(raw)},
+    }
     head = orjson.dumps({"inputs": [tensor], **extra})
     return head + raw, str(len(head))
 
@@ -73,8 +87,9 @@ def test_numeric_datatypes_are_cast_to_fp32(datatype: str) -> None:
 
     x = (X * 100).round().astype(NUMERIC[datatype])
     body, length = _binary(x, datatype)
-    np.testing.assert_array_equal(decode_infer(body, length, MANIFEST, 8).request.data,
-                                  x.astype(np.float32))  # fmt: skip
+    np.testing.assert_array_equal(
+        decode_infer(body, length, MANIFEST, 8).request.data, x.astype(np.float32)
+    )
 
 
 def test_nested_json_data_and_parameters() -> None:
@@ -85,7 +100,11 @@ def test_nested_json_data_and_parameters() -> None:
     np.testing.assert_array_equal(decoded.request.data, X)
     policy = decoded.request.policy
     assert (policy.full_depth, policy.threshold, policy.policy, policy.max_exit) == (
-        True, 0.5, "margin", 1)  # fmt: skip
+        True,
+        0.5,
+        "margin",
+        1,
+    )
     assert decoded.request_id == "r1"
 
 
@@ -124,17 +143,23 @@ BAD: list[tuple[str, bytes, str | None, str]] = [
     ("header length past the end", _binary()[0], "999999", HEADER_LENGTH),
     ("header length too short", _binary()[0], "10", "not valid JSON"),
     ("binary tail too long", _binary()[0] + b"xx", _binary()[1], HEADER_LENGTH),
-    ("binary size wrong for shape", _binary(np.zeros((3, 1, 4, 4), np.float32))[0].replace(
-        b"[3,1,4,4]", b"[2,1,4,4]"), _binary(np.zeros((3, 1, 4, 4), np.float32))[1],
-     "inputs[0].parameters.binary_data_size"),
+    (
+        "binary size wrong for shape",
+        _binary(np.zeros((3, 1, 4, 4), np.float32))[0].replace(b"[3,1,4,4]", b"[2,1,4,4]"),
+        _binary(np.zeros((3, 1, 4, 4), np.float32))[1],
+        "inputs[0].parameters.binary_data_size",
+    ),
     ("binary data without header", _binary()[0], None, "not valid JSON"),
-    ("NaN in binary", _binary(np.full((1, 1, 4, 4), np.nan, np.float32))[0],
-     _binary(np.full((1, 1, 4, 4), np.nan, np.float32))[1], "NaN"),
-]  # fmt: skip
+    (
+        "NaN in binary",
+        _binary(np.full((1, 1, 4, 4), np.nan, np.float32))[0],
+        _binary(np.full((1, 1, 4, 4), np.nan, np.float32))[1],
+        "NaN",
+    ),
+]
 
 
-@pytest.mark.parametrize(("body", "length", "names"), [b[1:] for b in BAD],
-                         ids=[b[0] for b in BAD])  # fmt: skip
+@pytest.mark.parametrize(("body", "length", "names"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_requests_name_the_field(body: bytes, length: str | None, names: str) -> None:
     with pytest.raises(BadRequest) as err:
         decode_infer(body, length, MANIFEST, 8)
@@ -144,8 +169,14 @@ def test_bad_requests_name_the_field(body: bytes, length: str | None, names: str
 
 def _result(n: int = 2) -> InferenceResult:
     probs = np.random.default_rng(1).random((n, 3), dtype=np.float32)
-    return InferenceResult("m", "3", probs.argmax(1).astype(np.int64), probs,
-                           probs.max(1), np.arange(n, dtype=np.int32))  # fmt: skip
+    return InferenceResult(
+        "m",
+        "3",
+        probs.argmax(1).astype(np.int64),
+        probs,
+        probs.max(1),
+        np.arange(n, dtype=np.int32),
+    )
 
 
 def test_binary_and_json_responses_carry_the_same_values() -> None:

@@ -19,9 +19,11 @@ SAMPLES = 1024  # at batch size 1 and full depth, seconds of work
 def _sample_total(metrics_url: str, family: str, **labels: str) -> float:
     text = httpx.get(f"{metrics_url}/metrics", timeout=5).text
     return sum(
-        s.value for f in text_string_to_metric_families(text) for s in f.samples
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
         if s.name == family and all(s.labels.get(k) == v for k, v in labels.items())
-    )  # fmt: skip
+    )
 
 
 def test_a_client_that_hangs_up_gets_its_rows_dropped(live_server: LiveServerFactory) -> None:
@@ -31,8 +33,10 @@ def test_a_client_that_hangs_up_gets_its_rows_dropped(live_server: LiveServerFac
     with live_server(args=args) as server:
         url = urlsplit(server.url)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        request = (f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {url.hostname}\r\n"
-                   f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body  # fmt: skip
+        request = (
+            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {url.hostname}\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n"
+        ).encode() + body
         with socket.create_connection((url.hostname, url.port)) as sock:
             sock.sendall(request)
             wait_for_inflight(server.metrics_url, 1)

@@ -34,16 +34,18 @@ def test_model_metadata(client: httpx.Client, path: str) -> None:
     assert {o["name"] for o in meta["outputs"]} == OUTPUTS
 
 
-@pytest.mark.parametrize("path", [f"/v2/models/{MODEL}/ready",
-                                  f"/v2/models/{MODEL}/versions/1/ready"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", [f"/v2/models/{MODEL}/ready", f"/v2/models/{MODEL}/versions/1/ready"]
+)
 def test_model_ready(client: httpx.Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
     assert response.json() == {"name": MODEL, "version": "1", "ready": True}
 
 
-@pytest.mark.parametrize("path", [f"/v2/models/{MODEL}/config",
-                                  f"/v2/models/{MODEL}/versions/1/config"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", [f"/v2/models/{MODEL}/config", f"/v2/models/{MODEL}/versions/1/config"]
+)
 def test_model_config_is_tritons(client: httpx.Client, path: str) -> None:
     config = client.get(path).json()
     assert config["name"] == MODEL
@@ -60,8 +62,16 @@ def test_stats_count_inferences(client: httpx.Client) -> None:
         return int(stats[0]["inference_count"])
 
     before = count()
-    body = {"inputs": [{"name": "input", "shape": [2, 1, 28, 28], "datatype": "FP32",
-                        "data": [0.0] * (2 * 784)}]}  # fmt: skip
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [2, 1, 28, 28],
+                "datatype": "FP32",
+                "data": [0.0] * (2 * 784),
+            }
+        ]
+    }
     assert client.post(f"/v2/models/{MODEL}/infer", json=body).status_code == 200
     assert count() == before + 2
     for path in ["/v2/models/stats", f"/v2/models/{MODEL}/stats"]:
@@ -69,11 +79,19 @@ def test_stats_count_inferences(client: httpx.Client) -> None:
         assert MODEL in names
 
 
-@pytest.mark.parametrize("path", [
-    "/v2/models/nope", "/v2/models/nope/ready", "/v2/models/nope/config", "/v2/models/nope/stats",
-    f"/v2/models/{MODEL}/versions/9", f"/v2/models/{MODEL}/versions/9/ready",
-    f"/v2/models/{MODEL}/versions/9/config", f"/v2/models/{MODEL}/versions/9/stats",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/nope",
+        "/v2/models/nope/ready",
+        "/v2/models/nope/config",
+        "/v2/models/nope/stats",
+        f"/v2/models/{MODEL}/versions/9",
+        f"/v2/models/{MODEL}/versions/9/ready",
+        f"/v2/models/{MODEL}/versions/9/config",
+        f"/v2/models/{MODEL}/versions/9/stats",
+    ],
+)
 def test_unknown_model_or_version_is_404(client: httpx.Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
@@ -93,12 +111,20 @@ def test_framework_errors_are_json(client: httpx.Client) -> None:
 def test_openapi_lists_every_endpoint(client: httpx.Client) -> None:
     schema = client.get("/openapi.json").json()
     paths = set(schema["paths"])
-    for path in ["/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/stats",
-                 "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}",
-                 "/v2/models/{model_name}/ready", "/v2/models/{model_name}/config",
-                 "/v2/models/{model_name}/stats", "/v2/models/{model_name}/infer",
-                 "/v2/models/{model_name}/versions/{model_version}/infer",
-                 "/v1/models/{model_name}:predict"]:  # fmt: skip
+    for path in [
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/stats",
+        "/v2/models/{model_name}",
+        "/v2/models/{model_name}/versions/{model_version}",
+        "/v2/models/{model_name}/ready",
+        "/v2/models/{model_name}/config",
+        "/v2/models/{model_name}/stats",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        "/v1/models/{model_name}:predict",
+    ]:
         assert path in paths, path
     infer = schema["paths"]["/v2/models/{model_name}/infer"]["post"]
     ref = infer["requestBody"]["content"]["application/json"]["schema"]["$ref"]

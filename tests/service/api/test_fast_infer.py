@@ -36,8 +36,9 @@ def _send(app: FastInfer, *requests: tuple[str, str]) -> list[httpx.Response]:
 
 def test_v2_infer_posts_are_answered_by_the_lane() -> None:
     lane, reached = _lane()
-    answers = _send(lane, ("POST", "/v2/models/mnist/infer"),
-                    ("POST", "/v2/models/mnist/versions/12/infer"))  # fmt: skip
+    answers = _send(
+        lane, ("POST", "/v2/models/mnist/infer"), ("POST", "/v2/models/mnist/versions/12/infer")
+    )
     assert reached == []
     assert [r.status_code for r in answers] == [503, 503]
     assert all("Retry-After" in r.headers for r in answers)

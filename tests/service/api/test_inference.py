@@ -116,8 +116,11 @@ def test_a_subset_of_outputs_in_the_order_asked(client: httpx.Client, samples: F
 
 @pytest.mark.parametrize("datatype", ["FP64", "FP16", "UINT8"])
 def test_other_numeric_datatypes(client: httpx.Client, samples: F32, datatype: str) -> None:
-    x = {"FP64": samples.astype("<f8"), "FP16": samples.astype("<f2"),
-         "UINT8": (samples * 255).round().astype(np.uint8)}[datatype]  # fmt: skip
+    x = {
+        "FP64": samples.astype("<f8"),
+        "FP16": samples.astype("<f2"),
+        "UINT8": (samples * 255).round().astype(np.uint8),
+    }[datatype]
     body, headers = binary_request(x[:4], datatype)
     got = decode_response(client.post(INFER, content=body, headers=headers))
     expected_input = x[:4].astype(np.float32)
@@ -139,8 +142,9 @@ def test_versioned_infer_and_v1_predict_agree_with_v2(
     assert [p["label"] for p in predictions] == want.label.tolist()
     assert [p["exit"] for p in predictions] == want.exit_index.tolist()
     np.testing.assert_allclose([p["confidence"] for p in predictions], want.confidence, atol=1e-5)
-    np.testing.assert_allclose([p["probabilities"] for p in predictions], want.probabilities,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in predictions], want.probabilities, atol=1e-5
+    )
 
 
 def test_gzip_request_body(client: httpx.Client, reference: Reference, samples: F32) -> None:

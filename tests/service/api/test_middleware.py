@@ -51,8 +51,12 @@ def test_unhandled_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureFixtu
     assert response.json() == {"error": "internal error"}
     assert "secret" not in response.text
     assert "RuntimeError: secret detail" in caplog.text, "the traceback goes to the log"
-    assert metrics.value("exitserve_requests_total",
-                         {"model": UNKNOWN, "endpoint": "boom", "code": "500"}) == 1  # fmt: skip
+    assert (
+        metrics.value(
+            "exitserve_requests_total", {"model": UNKNOWN, "endpoint": "boom", "code": "500"}
+        )
+        == 1
+    )
 
 
 def test_requests_counted_by_route_name_and_known_models_only() -> None:

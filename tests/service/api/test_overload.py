@@ -26,8 +26,16 @@ QUEUE_LIMIT = 4
 def test_full_queue_sheds_with_429_and_retry_after(
     live_server: LiveServerFactory, reference: Reference, samples: np.ndarray
 ) -> None:
-    args = ["--max-queue-samples", str(QUEUE_LIMIT), "--max-queue-delay-ms", "500",
-            "--max-batch-size", "256", "--device", "cpu"]  # fmt: skip
+    args = [
+        "--max-queue-samples",
+        str(QUEUE_LIMIT),
+        "--max-queue-delay-ms",
+        "500",
+        "--max-batch-size",
+        "256",
+        "--device",
+        "cpu",
+    ]
     with live_server(args=args) as server, httpx.Client(base_url=server.url, timeout=30) as c:
         infer = f"/v2/models/{MODEL}/infer"
 

@@ -33,8 +33,14 @@ def _add_version(repo: Path, version: str, *, break_segment: bool = False) -> No
         segment.write_bytes(segment.read_bytes()[:100])
 
 
-def _hammer(url: str, body: bytes, headers: dict[str, str], stop: threading.Event,
-            statuses: list[int], labels: list[np.ndarray]) -> None:  # fmt: skip
+def _hammer(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    stop: threading.Event,
+    statuses: list[int],
+    labels: list[np.ndarray],
+) -> None:
     with httpx.Client(timeout=30) as client:
         while not stop.is_set():
             response = client.post(f"{url}/v2/models/{MODEL}/infer", content=body, headers=headers)
@@ -58,17 +64,20 @@ def test_reload_under_load_fails_no_request(
             c.start()
         try:
             _add_version(repo, "2")
-            loaded = admin.post(f"/v2/repository/models/{MODEL}/load",
-                                json={"parameters": {"version": "2"}})  # fmt: skip
+            loaded = admin.post(
+                f"/v2/repository/models/{MODEL}/load", json={"parameters": {"version": "2"}}
+            )
             assert loaded.status_code == 200, loaded.text
             _add_version(repo, "3", break_segment=True)
-            broken = admin.post(f"/v2/repository/models/{MODEL}/load",
-                                json={"parameters": {"version": "3"}})  # fmt: skip
+            broken = admin.post(
+                f"/v2/repository/models/{MODEL}/load", json={"parameters": {"version": "3"}}
+            )
             assert broken.status_code == 400
             assert "version '3'" in broken.json()["error"]
             assert str(repo) not in broken.text  # no filesystem paths leak
-            unloaded = admin.post(f"/v2/repository/models/{MODEL}/unload",
-                                  json={"parameters": {"version": "1"}})  # fmt: skip
+            unloaded = admin.post(
+                f"/v2/repository/models/{MODEL}/unload", json={"parameters": {"version": "1"}}
+            )
             assert unloaded.status_code == 200, unloaded.text
             versions = httpx.get(f"{server.url}/v2/models/{MODEL}").json()["versions"]
         finally:

@@ -27,8 +27,9 @@ def admin(live_server: LiveServerFactory) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": f"Basic {TOKEN}"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}]
+)
 @pytest.mark.parametrize("path", ["/v2/repository/index", LOAD, UNLOAD])
 def test_without_the_token_401(admin: httpx.Client, path: str, headers: dict[str, str]) -> None:
     response = admin.post(path, headers=headers)
@@ -44,7 +45,9 @@ def test_unload_then_load_with_the_token(admin: httpx.Client) -> None:
 
     assert admin.post(UNLOAD, headers=AUTH).status_code == 200
     assert admin.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers).status_code in (
-        404, 503)  # fmt: skip
+        404,
+        503,
+    )
     assert admin.post("/v2/repository/index", headers=AUTH, json={"ready": True}).json() == []
 
     loaded = admin.post(LOAD, headers=AUTH, json={"parameters": {"version": "1"}})
@@ -54,8 +57,10 @@ def test_unload_then_load_with_the_token(admin: httpx.Client) -> None:
     assert len(decode_response(response)["label"]) == 1
 
 
-@pytest.mark.parametrize("parameters", [{"config": "{}"}, {"file:1/segment_0.onnx": "AAAA"},
-                                        {"version": "../../etc"}, {"version": 1}])  # fmt: skip
+@pytest.mark.parametrize(
+    "parameters",
+    [{"config": "{}"}, {"file:1/segment_0.onnx": "AAAA"}, {"version": "../../etc"}, {"version": 1}],
+)
 def test_no_paths_or_overrides_from_the_client(
     admin: httpx.Client, parameters: dict[str, object]
 ) -> None:

@@ -40,9 +40,12 @@ def test_flags_override_environment_and_batching_merges(
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", *args], capture_output=True, text=True,
-        timeout=60, env={"PATH": "/usr/bin:/bin", **(env or {})},
-    )  # fmt: skip
+        [sys.executable, "-m", "service.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,16 @@ QUEUE_DELAY_MS = 500
 def test_sigterm_drains_in_flight_requests_then_exits_0(
     live_server: LiveServerFactory, reference: Reference, samples: np.ndarray
 ) -> None:
-    args = ["--max-queue-delay-ms", str(QUEUE_DELAY_MS), "--max-batch-size", "256",
-            "--drain-timeout-s", "20", "--device", "cpu"]  # fmt: skip
+    args = [
+        "--max-queue-delay-ms",
+        str(QUEUE_DELAY_MS),
+        "--max-batch-size",
+        "256",
+        "--drain-timeout-s",
+        "20",
+        "--device",
+        "cpu",
+    ]
     with live_server(args=args) as server, httpx.Client(base_url=server.url, timeout=30) as c:
         infer = f"/v2/models/{MODEL}/infer"
 

@@ -55,9 +55,12 @@ class Reference:
         return out
 
     def expect(
-        self, x: npt.NDArray[np.float32], policy: str | None = None,
-        threshold: float | None = None, full_depth: bool = False,
-    ) -> Expected:  # fmt: skip
+        self,
+        x: npt.NDArray[np.float32],
+        policy: str | None = None,
+        threshold: float | None = None,
+        full_depth: bool = False,
+    ) -> Expected:
         """Each sample leaves at the first exit whose rule fires (default: the manifest's)."""
         kind = policy or self.manifest.default_policy
         probs = self.exit_probs(x)
@@ -93,8 +96,12 @@ def load_reference(version_dir: Path) -> Reference:
 
 
 def json_request(x: np.ndarray, **extra: Any) -> bytes:
-    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32",
-              "data": x.reshape(-1).tolist()}  # fmt: skip
+    tensor = {
+        "name": "input",
+        "shape": list(x.shape),
+        "datatype": "FP32",
+        "data": x.reshape(-1).tolist(),
+    }
     return orjson.dumps({"inputs": [tensor], **extra})
 
 
@@ -102,8 +109,12 @@ def binary_request(
     x: np.ndarray, datatype: str = "FP32", **extra: Any
 ) -> tuple[bytes, dict[str, str]]:
     raw = np.ascontiguousarray(x).tobytes()
-    tensor = {"name": "input", "shape": list(x.shape), "datatype": datatype,
-              "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
+    tensor = {
+        "name": "input",
+        "shape": list(x.shape),
+        "datatype": datatype,
+        "parameters": {"binary_data_size": len(raw)},
+    }
     head = orjson.dumps({"inputs": [tensor], **extra})
     return head + raw, {HEADER: str(len(head)), "Content-Type": "application/octet-stream"}
 

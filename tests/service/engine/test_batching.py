@@ -23,9 +23,15 @@ def test_a_stage_1_batch_holds_survivors_of_several_stage_0_batches(
     async def test() -> None:
         async with started(settings, trace=lambda k, ids: trace.append((k, ids))) as plane:
             await asyncio.gather(
-                *(plane.infer(InferenceInput("tiny", None, reference.x[i : i + 1], override,
-                              request_id=f"s{i}")) for i in range(16))
-            )  # fmt: skip
+                *(
+                    plane.infer(
+                        InferenceInput(
+                            "tiny", None, reference.x[i : i + 1], override, request_id=f"s{i}"
+                        )
+                    )
+                    for i in range(16)
+                )
+            )
 
     run(test)
     stage0 = [set(ids) for k, ids in trace if k == 0]
@@ -45,8 +51,9 @@ def test_batches_exits_and_compute_are_recorded(
             result = await plane.infer(InferenceInput("tiny", None, x, PolicyOverride()))
             value = plane.metrics.value
             labels = {"model": "tiny", "version": "1"}
-            per_exit = [value("exitserve_samples_total", {**labels, "exit": str(k)})
-                        for k in range(3)]  # fmt: skip
+            per_exit = [
+                value("exitserve_samples_total", {**labels, "exit": str(k)}) for k in range(3)
+            ]
             assert per_exit == [float(np.sum(result.exit_index == k)) for k in range(3)]
             assert value("exitserve_batch_size_count", {**labels, "stage": "0"}) == 3  # 8+8+4
             assert value("exitserve_batch_size_sum", {**labels, "stage": "0"}) == 20
@@ -76,9 +83,19 @@ def test_naive_scheduling_never_merges_batches_and_answers_the_same(
         async def test(settings: Settings = settings, mode: str = mode) -> None:
             async with started(settings, trace=lambda k, ids: trace.append((k, ids))) as plane:
                 results = await asyncio.gather(
-                    *(plane.infer(InferenceInput("tiny", None, reference.x[i : i + 1],
-                                  override, request_id=f"{mode}{i}")) for i in range(16))
-                )  # fmt: skip
+                    *(
+                        plane.infer(
+                            InferenceInput(
+                                "tiny",
+                                None,
+                                reference.x[i : i + 1],
+                                override,
+                                request_id=f"{mode}{i}",
+                            )
+                        )
+                        for i in range(16)
+                    )
+                )
             answers[mode] = [int(r.label[0]) for r in results]
 
         run(test)

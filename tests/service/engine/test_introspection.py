@@ -30,16 +30,20 @@ def test_metadata_config_and_stats(
                 {"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
             ]
             assert {o["name"]: (o["datatype"], o["shape"]) for o in meta["outputs"]} == {
-                "label": ("INT64", [-1]), "probabilities": ("FP32", [-1, 10]),
-                "confidence": ("FP32", [-1]), "exit_index": ("INT32", [-1]),
-            }  # fmt: skip
+                "label": ("INT64", [-1]),
+                "probabilities": ("FP32", [-1, 10]),
+                "confidence": ("FP32", [-1]),
+                "exit_index": ("INT32", [-1]),
+            }
 
             config = plane.model_config("tiny", "1")
             assert config["max_batch_size"] == settings.max_samples_per_request
             assert config["input"][0]["data_type"] == "TYPE_FP32"
             assert config["input"][0]["dims"] == [1, 28, 28]
             assert config["dynamic_batching"] == {
-                "max_queue_delay_microseconds": 1500, "preferred_batch_size": [16]}  # fmt: skip
+                "max_queue_delay_microseconds": 1500,
+                "preferred_batch_size": [16],
+            }
             assert config["parameters"]["exits"] == {"string_value": "3"}
 
             await plane.infer(InferenceInput("tiny", None, reference.x[:5]))

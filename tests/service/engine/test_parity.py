@@ -54,8 +54,13 @@ def merged(results: list[InferenceResult]) -> tuple[npt.NDArray[np.int32], npt.N
     return exits, probs
 
 
-def check(ref: Reference, exits: npt.NDArray[np.int32], probs: npt.NDArray[np.float32],
-          policy: str, thresholds: list[float]) -> None:  # fmt: skip
+def check(
+    ref: Reference,
+    exits: npt.NDArray[np.int32],
+    probs: npt.NDArray[np.float32],
+    policy: str,
+    thresholds: list[float],
+) -> None:
     scores = [score(policy, p) for p in ref.probs]
     expected = ref.exits(lambda k, _: passes(policy, scores[k], thresholds[k]))
     unsure = np.zeros(len(exits), dtype=bool)

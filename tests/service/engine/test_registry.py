@@ -70,9 +70,12 @@ def test_reload_adds_a_version_without_failing_requests(
     ],
 )
 def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
-    make_settings: Callable[..., Settings], reference: Reference, repo: Path, breakage: str,
+    make_settings: Callable[..., Settings],
+    reference: Reference,
+    repo: Path,
+    breakage: str,
     reason: str,
-) -> None:  # fmt: skip
+) -> None:
     folder = add_version(repo, "3")
     if breakage == "missing":
         (folder / "segment_2.onnx").unlink()

@@ -17,7 +17,7 @@ from service.errors import (
     NotReady,
     Overloaded,
     RequestTimeout,
-)  # fmt: skip
+)
 from service.runtime import Hidden, ModelRuntime, SegmentOutput
 from service.settings import Settings
 from service.types import InferenceInput, PolicyOverride
@@ -65,9 +65,11 @@ def test_failing_segment_fails_its_batch_only_and_serving_goes_on(
 
             patch_run(monkeypatch, fail_stage_1_once)
             outcomes = await asyncio.gather(
-                plane.infer(ask(x[:3], DEEP)), plane.infer(ask(x[3:5], DEEP)),
-                plane.infer(ask(x[5:9], SHALLOW)), return_exceptions=True,
-            )  # fmt: skip
+                plane.infer(ask(x[:3], DEEP)),
+                plane.infer(ask(x[3:5], DEEP)),
+                plane.infer(ask(x[5:9], SHALLOW)),
+                return_exceptions=True,
+            )
             for failed in outcomes[:2]:
                 assert isinstance(failed, InferenceFailed)
                 assert failed.status_code == 500
@@ -93,9 +95,10 @@ def test_full_stage_0_queue_sheds_load(
     async def test() -> None:
         async with started(settings) as plane:
             outcomes = await asyncio.gather(
-                plane.infer(ask(reference.x[:8])), plane.infer(ask(reference.x[:1])),
+                plane.infer(ask(reference.x[:8])),
+                plane.infer(ask(reference.x[:1])),
                 return_exceptions=True,
-            )  # fmt: skip
+            )
             assert not isinstance(outcomes[0], BaseException)
             assert isinstance(outcomes[1], Overloaded)
             assert outcomes[1].status_code == 429
@@ -136,8 +139,10 @@ def test_stop_answers_queued_requests_and_refuses_new_ones(
         plane_cm = started(settings)
         plane = await plane_cm.__aenter__()
         patch_run(monkeypatch, lambda k: time.sleep(0.01))
-        pending = [asyncio.create_task(plane.infer(ask(reference.x[i : i + 3], DEEP)))
-                   for i in range(0, 48, 3)]  # fmt: skip
+        pending = [
+            asyncio.create_task(plane.infer(ask(reference.x[i : i + 3], DEEP)))
+            for i in range(0, 48, 3)
+        ]
         await asyncio.sleep(0)  # every request is queued
         stopping = asyncio.create_task(plane.stop())
         await asyncio.sleep(0)
@@ -156,21 +161,40 @@ def test_stop_answers_queued_requests_and_refuses_new_ones(
 @pytest.mark.parametrize(
     ("data", "policy", "error", "message"),
     [
-        (np.zeros((2, 28, 28), np.float32), PolicyOverride(), BadRequest,
-         "inputs[0].shape must be [-1, 1, 28, 28] (at least one sample), got [2, 28, 28]"),
+        (
+            np.zeros((2, 28, 28), np.float32),
+            PolicyOverride(),
+            BadRequest,
+            "inputs[0].shape must be [-1, 1, 28, 28] (at least one sample), got [2, 28, 28]",
+        ),
         (np.zeros((0, 1, 28, 28), np.float32), PolicyOverride(), BadRequest, "got [0, 1, 28, 28]"),
-        (np.full((1, 1, 28, 28), np.nan, np.float32), PolicyOverride(), BadRequest,
-         "inputs[0] contains NaN or infinity"),
-        (np.zeros((1, 1, 28, 28), np.float32), PolicyOverride(max_exit=5), BadRequest,
-         "parameters.max_exit must be in [0, 2]"),
-        (np.zeros((5, 1, 28, 28), np.float32), PolicyOverride(), BadRequest,
-         "inputs[0] holds 5 samples; at most 4 per request"),
+        (
+            np.full((1, 1, 28, 28), np.nan, np.float32),
+            PolicyOverride(),
+            BadRequest,
+            "inputs[0] contains NaN or infinity",
+        ),
+        (
+            np.zeros((1, 1, 28, 28), np.float32),
+            PolicyOverride(max_exit=5),
+            BadRequest,
+            "parameters.max_exit must be in [0, 2]",
+        ),
+        (
+            np.zeros((5, 1, 28, 28), np.float32),
+            PolicyOverride(),
+            BadRequest,
+            "inputs[0] holds 5 samples; at most 4 per request",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_name_the_problem(
-    make_settings: Callable[..., Settings], data: Any, policy: PolicyOverride,
-    error: type[Exception], message: str,
-) -> None:  # fmt: skip
+    make_settings: Callable[..., Settings],
+    data: Any,
+    policy: PolicyOverride,
+    error: type[Exception],
+    message: str,
+) -> None:
     async def test() -> None:
         async with started(make_settings(max_samples_per_request=4)) as plane:
             with pytest.raises(error) as err:

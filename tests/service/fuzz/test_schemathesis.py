@@ -39,9 +39,12 @@ def _fuzz(operation: schemathesis.APIOperation, server: LiveServer) -> None:
 
     @hypothesis.given(case=operation.as_strategy())
     @hypothesis.settings(
-        max_examples=25, deadline=None, derandomize=True, database=None,
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
         suppress_health_check=list(hypothesis.HealthCheck),
-    )  # fmt: skip
+    )
     def check(case: schemathesis.Case) -> None:
         if case.path.startswith("/v2/repository"):
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}

@@ -34,9 +34,11 @@ class FakeRunner:
     """Deterministic segments; `fail(k, x)` -> True makes that run raise."""
 
     def __init__(
-        self, segments: int = 3, delay_s: Callable[[int], float] = lambda k: 0.0,
+        self,
+        segments: int = 3,
+        delay_s: Callable[[int], float] = lambda k: 0.0,
         fail: Callable[[int, npt.NDArray[Any]], bool] = lambda k, x: False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.segments = segments
         self.delay_s = delay_s
         self.fail = fail

@@ -16,17 +16,27 @@ def make_manifest(
     def segment(k: int) -> dict[str, Any]:
         last = k == exits - 1
         return {
-            "index": k, "file": f"segment_{k}.onnx",
-            "input": {"name": "input" if k == 0 else "hidden_in",
-                      "shape": [1, 2, 2] if k == 0 else [8]},
+            "index": k,
+            "file": f"segment_{k}.onnx",
+            "input": {
+                "name": "input" if k == 0 else "hidden_in",
+                "shape": [1, 2, 2] if k == 0 else [8],
+            },
             "hidden_output": None if last else {"name": "hidden", "shape": [8]},
-            "logits_output": "logits", "probs_output": "probs", "macs": 10 * (k + 1),
+            "logits_output": "logits",
+            "probs_output": "probs",
+            "macs": 10 * (k + 1),
             "cumulative_fraction": (k + 1) / exits,
             "thresholds": {p: ts[k] for p, ts in thresholds.items()},
-        }  # fmt: skip
+        }
 
-    return Manifest.model_validate({
-        "name": "m", "version": "1", "architecture": "test",
-        "labels": [str(c) for c in range(classes)], "input": {"name": "input", "shape": [1, 2, 2]},
-        "segments": [segment(k) for k in range(exits)],
-    })  # fmt: skip
+    return Manifest.model_validate(
+        {
+            "name": "m",
+            "version": "1",
+            "architecture": "test",
+            "labels": [str(c) for c in range(classes)],
+            "input": {"name": "input", "shape": [1, 2, 2]},
+            "segments": [segment(k) for k in range(exits)],
+        }
+    )

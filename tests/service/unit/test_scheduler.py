@@ -26,14 +26,23 @@ TIMEOUT_S = 5.0
 
 @asynccontextmanager
 async def running(
-    runner: FakeRunner, *, max_batch: int = 8, delay_ms: float = 1.0, max_queue: int = 1000,
-    trace: BatchTrace | None = None, inline_ms: float = 0.0,
-) -> AsyncIterator[Pipeline]:  # fmt: skip
+    runner: FakeRunner,
+    *,
+    max_batch: int = 8,
+    delay_ms: float = 1.0,
+    max_queue: int = 1000,
+    trace: BatchTrace | None = None,
+    inline_ms: float = 0.0,
+) -> AsyncIterator[Pipeline]:
     spec = PipelineSpec(
-        model="m", version="1", classes=CLASSES, macs=(10, 20, 30)[: runner.segments],
+        model="m",
+        version="1",
+        classes=CLASSES,
+        macs=(10, 20, 30)[: runner.segments],
         batching=BatchingConfig(max_batch_size=max_batch, max_queue_delay_ms=delay_ms),
-        max_queue_samples=max_queue, inline_max_s=inline_ms / 1000.0,
-    )  # fmt: skip
+        max_queue_samples=max_queue,
+        inline_max_s=inline_ms / 1000.0,
+    )
     with ThreadPoolExecutor(4) as executor:
         pipeline = Pipeline(spec, runner, executor, Metrics(CollectorRegistry()), trace)
         pipeline.start()
@@ -57,12 +66,16 @@ def test_random_requests_answered_once_in_order() -> None:
 
     async def test() -> None:
         async with running(FakeRunner(), max_batch=5) as pipeline:
-            futures = [pipeline.submit(f"r{i}", x, POLICY, TIMEOUT_S) for i, (_, _, x) in
-                       enumerate(payloads)]  # fmt: skip
+            futures = [
+                pipeline.submit(f"r{i}", x, POLICY, TIMEOUT_S)
+                for i, (_, _, x) in enumerate(payloads)
+            ]
             results = await asyncio.gather(*futures)
             samples = pipeline._metrics.value
-            total = sum(samples("exitserve_samples_total", {"model": "m", "version": "1",
-                                "exit": str(k)}) for k in range(3))  # fmt: skip
+            total = sum(
+                samples("exitserve_samples_total", {"model": "m", "version": "1", "exit": str(k)})
+                for k in range(3)
+            )
             assert total == sum(len(p[0]) for p in payloads)
             assert pipeline.in_flight == 0
         for (planned, labels, _), result in zip(payloads, results, strict=True):
@@ -94,10 +107,13 @@ def test_stage_batch_merges_survivors_of_several_batches() -> None:
     runner = FakeRunner()
 
     async def test() -> None:
-        async with running(runner, max_batch=4, delay_ms=100, trace=lambda k, ids:
-                           trace.append((k, ids))) as pipeline:  # fmt: skip
-            futures = [pipeline.submit(f"r{i}", rows([i % 2], [0], tag=i), POLICY, TIMEOUT_S)
-                       for i in range(8)]  # fmt: skip
+        async with running(
+            runner, max_batch=4, delay_ms=100, trace=lambda k, ids: trace.append((k, ids))
+        ) as pipeline:
+            futures = [
+                pipeline.submit(f"r{i}", rows([i % 2], [0], tag=i), POLICY, TIMEOUT_S)
+                for i in range(8)
+            ]
             await asyncio.gather(*futures)
 
     run(test)
@@ -186,8 +202,9 @@ def test_cancelled_request_is_dropped_before_running() -> None:
 def test_drain_answers_queued_requests_then_refuses() -> None:
     async def test() -> None:
         async with running(FakeRunner(delay_s=lambda k: 0.01), max_batch=2) as pipeline:
-            futures = [pipeline.submit(f"r{i}", rows([i % 3], [1]), POLICY, TIMEOUT_S)
-                       for i in range(10)]  # fmt: skip
+            futures = [
+                pipeline.submit(f"r{i}", rows([i % 3], [1]), POLICY, TIMEOUT_S) for i in range(10)
+            ]
             assert await pipeline.drain(5.0)
             assert all(f.done() and not f.exception() for f in futures)
             with pytest.raises(NotReady):
@@ -199,8 +216,9 @@ def test_drain_answers_queued_requests_then_refuses() -> None:
 def test_close_after_a_drain_timeout_answers_leftovers() -> None:
     async def test() -> None:
         async with running(FakeRunner(delay_s=lambda k: 0.2), max_batch=1) as pipeline:
-            futures = [pipeline.submit(f"r{i}", rows([0], [1]), POLICY, TIMEOUT_S)
-                       for i in range(3)]  # fmt: skip
+            futures = [
+                pipeline.submit(f"r{i}", rows([0], [1]), POLICY, TIMEOUT_S) for i in range(3)
+            ]
             assert not await pipeline.drain(0.05)
             await pipeline.close()
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
