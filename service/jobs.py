@@ -18,11 +18,43 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from models.manifest import Manifest, TensorSpec
 from service.policies import ExitPolicy
 from service.runtime import Hidden
 from service.types import InferenceResult
 
 Rows = npt.NDArray[np.int64]
+ITEM_BYTES = {"FP32": 4, "FP16": 2, "INT64": 8, "INT32": 4}
+ANSWER_BYTES = 8 + 4 + 4  # a row's label (int64), confidence (fp32) and exit (int32)
+
+
+def row_state_bytes(manifest: Manifest) -> int:
+    """The most a row in flight holds besides its input: its largest hidden state and its
+    answer. Rows are admitted at stage 0 but grow at later stages (a conv net's hidden state
+    is many times its input), so admission charges this bound up front."""
+    hidden = max((_bytes(s.hidden_output) for s in manifest.segments if s.hidden_output), default=0)
+    return hidden + 4 * len(manifest.labels) + ANSWER_BYTES
+
+
+def _bytes(spec: TensorSpec) -> int:
+    return ITEM_BYTES[spec.datatype] * int(np.prod(spec.shape))
+
+
+class ByteBudget:
+    """Bytes that admitted requests may hold, shared by every pipeline (event loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, cost: int) -> bool:
+        return self.used + cost <= self.limit
+
+    def take(self, cost: int) -> None:
+        self.used += cost
+
+    def give_back(self, cost: int) -> None:
+        self.used -= cost
 
 
 @dataclass(eq=False)

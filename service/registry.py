@@ -20,6 +20,7 @@ from pathlib import Path
 
 from models.manifest import MANIFEST_FILE, NAME_PATTERN, Manifest, ManifestError, load_manifest
 from service.errors import BadRequest, NotFound
+from service.jobs import ByteBudget, row_state_bytes
 from service.metrics import Metrics
 from service.policies import ExitPolicy, resolve_policy
 from service.runtime import ModelRuntime
@@ -70,6 +71,7 @@ class ModelRegistry:
         self._metrics = metrics
         self._executor = executor
         self._trace = trace
+        self._budget = ByteBudget(settings.max_inflight_bytes)  # one for every version
         self._models: dict[str, dict[str, Loaded]] = {}
         self.errors: dict[tuple[str, str], str] = {}  # last load error per version
         self._changing = asyncio.Lock()  # one load/unload at a time
@@ -146,10 +148,11 @@ class ModelRegistry:
             macs=tuple(s.macs for s in manifest.segments),
             batching=batching,
             max_queue_samples=self._settings.max_queue_samples,
+            row_bytes=row_state_bytes(manifest),
             chain_batches=self._settings.scheduling != "stage",
             inline_max_s=self._settings.inline_max_ms / 1000.0,
         )
-        pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace)
+        pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace, self._budget)
         return Loaded(manifest, runtime, pipeline)
 
     def _swap(self, name: str, built: list[Loaded], replace_all: bool) -> list[Loaded]:

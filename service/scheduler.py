@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.batch import Outcome, SegmentRunner, run_batch
-from service.errors import InferenceFailed, NotReady, Overloaded
-from service.jobs import Claim, Job, Packet
+from service.errors import InferenceFailed, NotReady, Overloaded, PayloadTooLarge
+from service.jobs import ByteBudget, Claim, Job, Packet
 from service.metrics import Metrics
 from service.policies import ExitPolicy
 from service.settings import BatchingConfig
@@ -45,6 +45,7 @@ class PipelineSpec:
     macs: tuple[int, ...]  # per segment
     batching: BatchingConfig
     max_queue_samples: int
+    row_bytes: int = 0  # charged per admitted row besides its input (`row_state_bytes`)
     chain_batches: bool = False  # naive early exit: a batch's survivors skip the next queue
     inline_max_s: float = 0.0  # run the only request in flight inline if this quick
 
@@ -59,8 +60,10 @@ class Pipeline:
         executor: Executor,
         metrics: Metrics,
         trace: BatchTrace | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.spec = spec
+        self.budget = budget or ByteBudget(limit=1 << 62)  # shared by the registry's pipelines
         self._runner = runner
         self._executor = executor
         self._metrics = metrics
@@ -97,7 +100,8 @@ class Pipeline:
         """Queue a request's rows at stage 0; Overloaded when the queues are full."""
         if self._closing:
             raise NotReady(f"model '{self.spec.model}' version '{self.spec.version}' is unloading")
-        self._admit(len(data))
+        cost = data.nbytes + len(data) * self.spec.row_bytes
+        self._admit(len(data), cost)
         now = time.monotonic()
         spec = self.spec
         job = Job.create(
@@ -105,22 +109,35 @@ class Pipeline:
         )
         self._jobs.add(job)
         self._idle.clear()
-        job.future.add_done_callback(lambda _: self._forget(job))
+        self.budget.take(cost)
+        job.future.add_done_callback(lambda _: self._forget(job, cost))
         self.stages[0].put(Packet.entry(job, data, now))
         return job.future
 
-    def _admit(self, rows: int) -> None:
-        """Refuse new rows while stage 0 or any later stage holds too many."""
-        limit = self.spec.max_queue_samples
+    def _admit(self, rows: int, cost: int) -> None:
+        """Refuse new rows while stage 0 or any later stage holds too many, or while the
+        requests in flight hold too many bytes; a request that could never fit is a 413."""
+        limit, model = self.spec.max_queue_samples, self.spec.model
         first, later = self.stages[0], self.stages[1:]
         if first.rows + rows > limit or any(s.rows > limit for s in later):
             queued = sum(s.rows for s in self.stages)
             raise Overloaded(
-                f"model '{self.spec.model}' is overloaded ({queued} samples queued); retry later"
+                f"model '{model}' is overloaded ({queued} samples queued); retry later"
+            )
+        if cost > self.budget.limit:
+            raise PayloadTooLarge(
+                f"inputs[0]: {rows} samples of model '{model}' need {cost} bytes in flight, "
+                f"more than max_inflight_bytes ({self.budget.limit}); send fewer per request"
+            )
+        if not self.budget.fits(cost):
+            raise Overloaded(
+                f"the server is overloaded ({self.budget.used} of {self.budget.limit} bytes in "
+                f"flight, max_inflight_bytes); retry later"
             )
 
-    def _forget(self, job: Job) -> None:
+    def _forget(self, job: Job, cost: int) -> None:
         job.dead = True  # a cancelled or timed-out request's rows are skipped from now on
+        self.budget.give_back(cost)
         self._jobs.discard(job)
         if not self._jobs:
             self._idle.set()

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     max_queue_samples: int = Field(
         4096, ge=1, description="samples waiting per stage before new requests get 429"
     )
+    max_inflight_bytes: int = Field(
+        512 << 20,
+        ge=1,
+        description="bytes admitted requests may hold, all models together, before new ones "
+        "get 429: each request counts its input plus, per sample, the model's largest hidden "
+        "state and its answer. Rows alone cannot bound memory: a sample's hidden state can be "
+        "30x its input (mnist: 3 KB in, 100 KB hidden). 512 MiB fits the 2 GiB pod limit",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="504 after this long in the server")
     drain_timeout_s: float = Field(
         20.0, gt=0, description="on SIGTERM, how long queued requests get to finish"

@@ -94,6 +94,8 @@ def test_full_stage_0_queue_sheds_load(
 
     async def test() -> None:
         async with started(settings) as plane:
+            # gather starts both in one loop turn, before the stage loop can take a row: the
+            # queue is full when the second arrives, however fast the machine
             outcomes = await asyncio.gather(
                 plane.infer(ask(reference.x[:8])),
                 plane.infer(ask(reference.x[:1])),
@@ -104,6 +106,40 @@ def test_full_stage_0_queue_sheds_load(
             assert outcomes[1].status_code == 429
             assert "Retry-After" in outcomes[1].headers
             await plane.infer(ask(reference.x[:8]))  # room again once answered
+
+    run(test)
+
+
+def test_bytes_in_flight_are_given_back_however_a_request_ends(
+    make_settings: Callable[..., Settings], reference: Reference, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answered, failed in a batch or refused: the byte budget ends where it started, so a
+    failure cannot leak budget until the server sheds everything."""
+    x = reference.x
+    settings = make_settings(batching={"max_batch_size": 32, "max_queue_delay_ms": 50})
+
+    async def test() -> None:
+        async with started(settings) as plane:
+            budget = plane.registry.get("tiny", None).pipeline.budget
+            assert budget.limit == settings.max_inflight_bytes
+            failures = {"left": 1}
+
+            def fail_stage_1_once(k: int) -> None:
+                if k == 1 and failures["left"]:
+                    failures["left"] -= 1
+                    raise RuntimeError("injected")
+
+            patch_run(monkeypatch, fail_stage_1_once)
+            pending = plane.submit(ask(x[:3], DEEP))
+            assert budget.used >= x[:3].nbytes  # charged on admission
+            outcomes = await asyncio.gather(
+                pending, plane.infer(ask(x[3:8])), return_exceptions=True
+            )
+            assert isinstance(outcomes[0], InferenceFailed)
+            assert not isinstance(outcomes[1], BaseException)
+            with pytest.raises(BadRequest):
+                await plane.infer(ask(x[:1], PolicyOverride(max_exit=9)))
+            assert budget.used == 0
 
     run(test)
 
