@@ -62,8 +62,10 @@ class Outcome:
     answered: list[tuple[Job, int]] = field(default_factory=list)
     forward: Packet | None = None
     size: int = 0
-    seconds: float = 0.0
-    waits: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # the segment run
+    waits: list[float] = field(default_factory=list)  # one per request in the batch
+    input_seconds: float = 0.0  # assembling the batch before the run
+    output_seconds: float = 0.0  # exit decisions, answers and survivors after it
 
 
 def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
@@ -73,6 +75,7 @@ def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
     preds: list[Rows] = []
     streaks: list[npt.NDArray[np.int32]] = []
     waits: list[float] = []
+    seen: set[Job] = set()  # a request's rows may come in several packets: one wait each
     now = time.monotonic()
     for claim in claims:
         packet = claim.packet
@@ -86,7 +89,9 @@ def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
         for job, lo, hi, rows in live:
             start = pieces[-1].hi if pieces else 0
             pieces.append(Piece(job, start, start + hi - lo, rows))
-            waits.append(now - packet.queued_at)
+            if job not in seen:  # claims are FIFO: the first packet waited longest
+                seen.add(job)
+                waits.append(now - packet.queued_at)
     if not pieces:
         return None
     x = runner.concat(xs)
@@ -94,21 +99,27 @@ def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
 
 
 def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
-    """Run segment k on the claims' live rows; answer those that exit, forward the rest."""
+    """Run segment k on the claims' live rows; answer those that exit, forward the rest.
+
+    Times its three phases for Triton's statistics (compute_input, _infer, _output).
+    """
+    begun = time.monotonic()
     batch = assemble(runner, claims)
     if batch is None:
         return Outcome()
     started = time.monotonic()
     out = runner.run(k, batch.x)
-    seconds = time.monotonic() - started
+    ended = time.monotonic()
     for name, got in (("probs", len(out.probs)), ("hidden", _rows(out.hidden, batch.size))):
         if got != batch.size:  # a wrong-sized answer would shift rows between requests
             raise RuntimeError(f"segment {k} returned {got} {name} rows for {batch.size}")
     exits, pred, streak = _decide(k, out.probs, batch)
-    outcome = Outcome(size=batch.size, seconds=seconds, waits=batch.waits)
+    outcome = Outcome(size=batch.size, seconds=ended - started, waits=batch.waits)
+    outcome.input_seconds = started - begun
     spans = _answer(k, batch, out.probs, exits, pred, outcome)
     if spans:
         outcome.forward = _survivors(runner, k, out, exits, pred, streak, spans)
+    outcome.output_seconds = time.monotonic() - ended
     return outcome
 
 

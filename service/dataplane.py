@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from models.manifest import Manifest
 from service import introspection
-from service.errors import BadRequest, NotReady, RequestTimeout
+from service.errors import BadRequest, ClientGone, ExitServeError, NotReady, RequestTimeout
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.scheduler import BatchTrace
@@ -176,21 +176,39 @@ class DataPlane:
         policy = loaded.policy(request.policy)
         job_id = request.request_id or f"r{next(self._ids)}"
         timeout = self.settings.request_timeout_s
-        future = loaded.pipeline.submit(job_id, data, policy, timeout)
+        version, begun = loaded.manifest.version, time.monotonic()
+        try:
+            future = loaded.pipeline.submit(job_id, data, policy, timeout)
+        except ExitServeError as exc:  # refused (overloaded, unloading): a failed inference
+            self.metrics.record_inference(request.model, version, exc.status_code, 0.0)
+            raise
         timer = asyncio.get_running_loop().call_later(timeout, _expire, future, timeout)
         gauge = self.metrics.child(self.metrics.inflight, request.model)
         gauge.inc()
-        future.add_done_callback(lambda f: self._settled(f, timer, gauge))
+        key = (request.model, version)
+        future.add_done_callback(lambda f: self._settled(f, timer, gauge, key, begun))
         return future
 
     def _settled(
-        self, future: asyncio.Future[InferenceResult], timer: asyncio.TimerHandle, gauge: Any
+        self,
+        future: asyncio.Future[InferenceResult],
+        timer: asyncio.TimerHandle,
+        gauge: Any,
+        key: tuple[str, str],
+        begun: float,
     ) -> None:
+        """Count the request for Triton's success/fail statistics, by its answer's status."""
         timer.cancel()
         gauge.dec()
-        if not future.cancelled() and future.exception() is None:
-            result = future.result()
-            self._last_inference[(result.model, result.version)] = int(time.time() * 1000)
+        seconds = time.monotonic() - begun
+        if future.cancelled():
+            code = ClientGone.status_code
+        elif (exc := future.exception()) is not None:
+            code = exc.status_code if isinstance(exc, ExitServeError) else 500
+        else:
+            self._last_inference[key] = int(time.time() * 1000)
+            code = 200
+        self.metrics.record_inference(*key, code, seconds)
 
 
 def check_input(manifest: Manifest, data: npt.NDArray[Any], max_rows: int) -> npt.NDArray[Any]:

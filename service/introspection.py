@@ -2,20 +2,17 @@
 
 Pure functions of a manifest, settings and the metrics registry: the statistics are read
 back from the same Prometheus series the server exports, so `/stats` and `/metrics`
-can never disagree.
+can never disagree, plus Metrics' per-version Triton totals for what has no series.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from prometheus_client.metrics import MetricWrapperBase
-
 from models.manifest import Manifest
-from service.metrics import Metrics
+from service.metrics import Metrics, TritonTotals
 from service.settings import BatchingConfig
 
 PLATFORM = "onnxruntime_onnx"
@@ -116,10 +113,24 @@ def _parameters(manifest: Manifest) -> dict[str, dict[str, str]]:
 
 
 def version_stats(metrics: Metrics, manifest: Manifest, last_inference_ms: int) -> dict[str, Any]:
-    """Triton statistics for one version, read from the exported series.
+    """Triton statistics for one version, with Triton's semantics mapped onto stages.
 
-    Request counts and latency are recorded by the HTTP layer per model (not per version);
-    samples, batches, queue and compute times are per version.
+    An *execution* is one segment run: a stage batch at any stage (survivors of several
+    stage-k batches form one stage-k+1 batch, so a request is not tied to one execution).
+    - inference_count: samples answered; execution_count: segment runs, every stage.
+    - success / fail: inference requests answered 200 / with an error (timed out, failed
+      segment, unloaded, refused as overloaded, client gone), timed from admission at
+      stage 0 to the answer (HTTP parsing and serialising are outside it).
+    - queue, compute_input, compute_infer, compute_output: as in Triton, `count` is the
+      success count and `ns` sums per request, over every stage batch that carried its
+      rows: the wait in the stage queue, the batch's assembly, its segment run, and its
+      exit decisions / answers / survivor gather. So avg(queue + compute) is a request's
+      time in the stages; a batch's time is credited to each request in it. (A request
+      larger than a batch, which Triton would refuse, has its later batches' waits
+      overlap its earlier batches: its credited times can exceed its success time.)
+    Durations of requests that fail after their first batch stay in the sums.
+    - batch_stats: per segment-run batch size, count = runs and ns = the runs' own
+      (machine) time, so their counts sum to execution_count.
     """
     m, v = manifest.name, manifest.version
     stages = [str(k) for k in range(manifest.num_exits)]
@@ -127,9 +138,9 @@ def version_stats(metrics: Metrics, manifest: Manifest, last_inference_ms: int) 
     def total(series: str, label: str) -> float:
         return sum(metrics.value(series, {"model": m, "version": v, label: k}) for k in stages)
 
-    ok = _sum(metrics.requests, "exitserve_requests_total", m, lambda c: c.startswith("2"))
-    failed = _sum(metrics.requests, "exitserve_requests_total", m, lambda c: not c.startswith("2"))
-    latency = _sum(metrics.request_latency, "exitserve_request_duration_seconds_sum", m)
+    ok, failed = _outcomes(metrics, m, v)
+    totals = metrics.triton.get((m, v)) or TritonTotals()
+    phases = [_duration(ok[0], seconds) for seconds in totals.phases]
     return {
         "name": m,
         "version": v,
@@ -137,38 +148,44 @@ def version_stats(metrics: Metrics, manifest: Manifest, last_inference_ms: int) 
         "inference_count": int(total("exitserve_samples_total", "exit")),
         "execution_count": int(total("exitserve_batch_size_count", "stage")),
         "inference_stats": {
-            "success": _duration(ok, latency),
-            "fail": _duration(failed, 0.0),
-            "queue": _duration(
-                total("exitserve_queue_wait_seconds_count", "stage"),
-                total("exitserve_queue_wait_seconds_sum", "stage"),
-            ),
-            "compute_input": _duration(0, 0.0),
-            "compute_infer": _duration(
-                total("exitserve_segment_compute_seconds_count", "segment"),
-                total("exitserve_segment_compute_seconds_sum", "segment"),
-            ),
-            "compute_output": _duration(0, 0.0),
+            "success": _duration(*ok),
+            "fail": _duration(*failed),
+            "queue": _duration(ok[0], total("exitserve_queue_wait_seconds_sum", "stage")),
+            "compute_input": phases[0],
+            "compute_infer": phases[1],
+            "compute_output": phases[2],
             "cache_hit": _duration(0, 0.0),
             "cache_miss": _duration(0, 0.0),
         },
-        "batch_stats": [],
+        "batch_stats": [_batch_stat(size, row) for size, row in sorted(totals.sizes.items())],
+    }
+
+
+def _outcomes(metrics: Metrics, model: str, version: str) -> tuple[list[float], list[float]]:
+    """[count, seconds] of the version's inference requests answered 200, and of the rest."""
+    ok, failed = [0.0, 0.0], [0.0, 0.0]
+    for metric in metrics.inference_latency.collect():
+        for s in metric.samples:
+            labels = s.labels
+            if labels.get("model") != model or labels.get("version") != version:
+                continue
+            into = ok if labels.get("code") == "200" else failed
+            if s.name.endswith("_count"):
+                into[0] += s.value
+            elif s.name.endswith("_sum"):
+                into[1] += s.value
+    return ok, failed
+
+
+def _batch_stat(size: int, row: list[float]) -> dict[str, Any]:
+    runs = row[0]
+    return {
+        "batch_size": size,
+        "compute_input": _duration(runs, row[1]),
+        "compute_infer": _duration(runs, row[2]),
+        "compute_output": _duration(runs, row[3]),
     }
 
 
 def _duration(count: float, seconds: float) -> dict[str, int]:
     return {"count": int(count), "ns": int(seconds * 1e9)}
-
-
-def _sum(
-    family: MetricWrapperBase, sample: str, model: str, code: Callable[[str], bool] | None = None
-) -> float:
-    """Sum a family's samples for one model, optionally only those whose code passes."""
-    value = 0.0
-    for metric in family.collect():
-        for s in metric.samples:
-            if s.name != sample or s.labels.get("model") != model:
-                continue
-            if code is None or code(s.labels.get("code", "")):
-                value += s.value
-    return value

@@ -1,16 +1,20 @@
 """Every Prometheus metric the server exports, recorded into a registry passed in.
 
 Labels stay bounded: model/version only for models that are loaded (the data plane resolves
-names before recording), exit/segment/stage indices, endpoint route names and status codes.
-The v2 `/stats` endpoint reads the same series back through `get_sample_value`.
+names before recording; `forget` removes a version's series when it is unloaded),
+exit/segment/stage indices, endpoint route names and status codes. The v2 `/stats` endpoint
+reads the same series back, plus a small per-version `TritonTotals` for the two things
+Triton reports that have no series here (see `TritonTotals`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 # Latencies here run from ~100 µs (one small segment on a GPU) to seconds (overload).
 LATENCY_BUCKETS = (
@@ -36,12 +40,29 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 UNKNOWN = "_unknown"
 
 
+@dataclass
+class TritonTotals:
+    """What Triton's statistics need beyond the exported series, for one model version.
+
+    `phases` are the request-credited seconds of (compute_input, compute_infer,
+    compute_output): like Triton, every request whose rows are in a batch is credited
+    that batch's whole phase times, so a request's credit sums over the batches (at every
+    stage) that carried its rows. `sizes` maps a segment run's batch size to [runs, input
+    s, infer s, output s] in machine time: per-size series would break the label budget.
+    Written per batch on the event loop, never per request or per sample.
+    """
+
+    phases: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    sizes: dict[int, list[float]] = field(default_factory=dict)
+
+
 class Metrics:
     """The server's metric families; one instance per app, never module globals."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.triton: dict[tuple[str, str], TritonTotals] = {}
         mv = ["model", "version"]
         self.requests = Counter(
             "exitserve_requests",
@@ -53,6 +74,13 @@ class Metrics:
             "exitserve_request_duration_seconds",
             "End-to-end request latency in the server",
             ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_latency = Histogram(
+            "exitserve_inference_duration_seconds",
+            "Inference requests from admission at stage 0 to their answer, by status code",
+            [*mv, "code"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -71,7 +99,7 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             "exitserve_queue_wait_seconds",
-            "Time a sample waits in a stage queue for its batch",
+            "Time a request's rows wait in a stage queue for their batch (once per batch)",
             [*mv, "stage"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
@@ -144,6 +172,37 @@ class Metrics:
     def model_unloaded(self, model: str, version: str) -> None:
         self.model_ready.labels(model, version).set(0)
 
+    def forget(self, model: str, versions: Iterable[str]) -> None:
+        """Remove every series of unloaded versions, so version churn cannot grow /metrics.
+
+        `exitserve_model_ready` stays (at 0): the not-ready alert takes the max over a
+        model's versions, and a model whose last version was unloaded must still read 0.
+        Call after the versions' pipelines are closed: nothing records into them after.
+        """
+        gone = set(versions)
+        for family in vars(self).values():
+            if not isinstance(family, MetricWrapperBase) or family is self.model_ready:
+                continue
+            names = list(family._labelnames)
+            if names[:2] != ["model", "version"]:
+                continue
+            stale = {
+                tuple(s.labels[n] for n in names)
+                for metric in family.collect()
+                for s in metric.samples
+                if s.labels.get("model") == model and s.labels.get("version") in gone
+            }
+            for key in stale:
+                family.remove(*key)
+        # Dropping a cached child of another family too only costs it one `labels` call.
+        self._children = {
+            key: c
+            for key, c in self._children.items()
+            if not (key[1][:1] == (model,) and key[1][1:2] and key[1][1] in gone)
+        }
+        for version in gone:
+            self.triton.pop((model, version), None)
+
     def record_exit(
         self,
         model: str,
@@ -166,14 +225,39 @@ class Metrics:
         size: int,
         seconds: float,
         waits: Sequence[float],
+        input_s: float = 0.0,
+        output_s: float = 0.0,
     ) -> None:
-        """One segment run: its size, its compute time and how long its samples queued."""
+        """One segment run: its size, its phase times and how long its requests queued.
+
+        `waits` holds one wait per request in the batch; `seconds` is the segment run,
+        `input_s` the batch's assembly before it and `output_s` the exit decisions, answers
+        and survivor gather after it.
+        """
         s = str(stage)
         self.child(self.batch_size, model, version, s).observe(size)
         self.child(self.segment_latency, model, version, s).observe(seconds)
         hist = self.child(self.queue_wait, model, version, s)
         for w in waits:
             hist.observe(w)
+        totals = self.triton.get((model, version))
+        if totals is None:
+            totals = self.triton[(model, version)] = TritonTotals()
+        requests, phases = len(waits), totals.phases
+        phases[0] += input_s * requests
+        phases[1] += seconds * requests
+        phases[2] += output_s * requests
+        row = totals.sizes.get(size)
+        if row is None:
+            row = totals.sizes[size] = [0, 0.0, 0.0, 0.0]
+        row[0] += 1
+        row[1] += input_s
+        row[2] += seconds
+        row[3] += output_s
+
+    def record_inference(self, model: str, version: str, code: int, seconds: float) -> None:
+        """One inference request of a loaded version answered (200) or failed (its status)."""
+        self.child(self.inference_latency, model, version, str(code)).observe(seconds)
 
     def record_request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
         self.child(self.requests, model, endpoint, str(code)).inc()
@@ -181,7 +265,7 @@ class Metrics:
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: `labels` costs microseconds on every call,
-        several times per request on the hot path. Series are never removed, so it stays valid."""
+        several times per request on the hot path. `forget` drops the children it removes."""
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:

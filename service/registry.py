@@ -192,6 +192,7 @@ class ModelRegistry:
         for item in gone:
             self._metrics.model_unloaded(name, item.manifest.version)
         await self._retire(gone)
+        self._metrics.forget(name, [item.manifest.version for item in gone])
 
     async def _retire(self, items: list[Loaded]) -> None:
         """Drain replaced pipelines (bounded), then close them and their sessions."""

@@ -198,7 +198,14 @@ class Pipeline:
             return None
         spec = self.spec
         self._metrics.record_batch(
-            spec.model, spec.version, k, outcome.size, outcome.seconds, outcome.waits
+            spec.model,
+            spec.version,
+            k,
+            outcome.size,
+            outcome.seconds,
+            outcome.waits,
+            outcome.input_seconds,
+            outcome.output_seconds,
         )
         used, full = sum(spec.macs[: k + 1]), sum(spec.macs)
         for job, count in outcome.answered:

@@ -50,7 +50,9 @@ async def load(request: Request, model_name: ModelName) -> Response:
 )
 async def unload(request: Request, model_name: ModelName) -> Response:
     """Stop serving a model (or one version) once its queued requests are answered."""
-    version = _version(await _body(request))
+    body = await _body(request)
+    _unload_dependents(body)
+    version = _version(body)
     await dataplane(request).unload_model(model_name, version)
     return json_response({"name": model_name, "unloaded": version or "all"})
 
@@ -58,6 +60,15 @@ async def unload(request: Request, model_name: ModelName) -> Response:
 async def _body(request: Request) -> dict[str, Any]:
     raw = await read_body(request, MAX_ADMIN_BODY)
     return load_object(raw) if raw.strip() else {}
+
+
+def _unload_dependents(body: dict[str, Any]) -> None:
+    """Triton's `unload_dependents` flag, which tritonclient always sends: accepted and
+    dropped, since no model here depends on another (no ensembles)."""
+    params = body.get("parameters")
+    flag = params.pop("unload_dependents", False) if isinstance(params, dict) else False
+    if not isinstance(flag, bool):
+        raise BadRequest("parameters.unload_dependents: must be true or false")
 
 
 def _version(body: dict[str, Any]) -> str | None:
