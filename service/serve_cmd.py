@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.http_limits import Limits, protocol_class
 from service.server import DrainingServer, StartError
 from service.settings import ENV_PREFIX, Settings
 from service.settings_flags import flag_name, settings_options, settings_values
@@ -61,7 +62,11 @@ def describe(exc: ValidationError) -> str:
 
 
 def run(settings: Settings) -> None:
-    """Build the app and run uvicorn until a signal has drained it."""
+    """Build the app and run uvicorn until a signal has drained it.
+
+    The HTTP protocol is httptools with the connection limits of `service.http_limits`;
+    WebSockets are off (the API has none), so no request can switch to an unlimited protocol.
+    """
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -70,7 +75,9 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         loop="auto",
-        http="auto",
+        http=protocol_class(Limits.from_settings(settings)),
+        ws="none",
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1,
         server_header=False,

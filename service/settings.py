@@ -119,6 +119,46 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         20.0, gt=0, description="on SIGTERM, how long queued requests get to finish"
     )
+    max_header_bytes: int = Field(
+        32 << 10,
+        ge=1024,
+        le=1 << 20,
+        description="largest request head (request line + headers); a longer one gets 431 "
+        "and the connection closes. Also bounds the parser's header building, whose cost "
+        "grows with the square of a header's length",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a request head must be complete this long after its first byte (or "
+        "after the connection opens); else 408 and the connection closes (slowloris)",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request body must be complete this long after its head; else 408 and "
+        "the connection closes. At max_body_bytes' default this asks about 0.56 MB/s of a client",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open HTTP connections served at once; a request on a connection beyond "
+        "them gets 503 + Retry-After and the connection closes. Each costs at most "
+        "max_header_bytes before its head, max_body_bytes after",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="an idle keep-alive connection closes after this long; behind a load "
+        "balancer that reuses connections, set it above the balancer's idle timeout",
+    )
+    max_requests_per_connection: int = Field(
+        1000,
+        ge=0,
+        description="answer with `Connection: close` after this many requests on one "
+        "connection, so long-lived clients spread over replicas again; 0 = no limit",
+    )
     admin_token: SecretStr | None = Field(None, description="bearer token for /v2/repository")
     admin_auth_disabled: bool = Field(
         False, description="explicitly allow repository calls without a token"

@@ -1,0 +1,199 @@
+"""The HTTP edge's limits, enforced in uvicorn's httptools protocol: no proxy is assumed.
+
+A connection is in one of three phases. *head*: from its opening (or a next request's
+first byte) until the request head is parsed; it may take `max_header_bytes` and
+`header_timeout_s`. *body*: until the body is in; it may take `body_timeout_s`. *idle*:
+the app is answering or the connection waits for a next request (uvicorn's keep-alive
+timer). Over a limit the client gets 431 or 408 with a JSON `{"error": ...}` naming the
+setting, and the connection closes.
+
+The header cap is applied before the parser sees the bytes: httptools joins a header's
+pieces with `bytes +=` and uvicorn the URL's, so a 100 MiB header costs quadratic time on
+the event loop. Here the parser never holds more than the cap. (A pipelined request's head
+that begins in the same read as the previous request's body ends is counted from the next
+read on: it may exceed the cap by at most one read; still bounded.)
+
+A connection opened beyond `max_connections` gets its request answered with 503 +
+Retry-After instead of run, then closes; connections already open are not affected.
+Deadline timers are armed only when a phase outlives the read that started it, so a
+request that arrives in one read costs no timer at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import orjson
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+Phase = Literal["head", "body", "idle"]
+RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The connection limits the protocol enforces (a copy of the settings it needs)."""
+
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+    max_requests_per_connection: int  # 0 = no limit
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections,
+            max_requests_per_connection=settings.max_requests_per_connection,
+        )
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A complete `{"error": message}` response that closes the connection."""
+    body = orjson.dumps({"error": message})
+    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
+    return STATUS_LINE[status] + head % len(body) + b"\r\n" + body
+
+
+async def over_capacity(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Stands in for the app on a connection beyond `max_connections`."""
+    body = orjson.dumps({"error": "too many connections (max_connections); retry later"})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_S).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def protocol_class(limits: Limits) -> type[LimitedHttpTools]:
+    """The protocol class to hand to `uvicorn.Config(http=...)`, bound to `limits`."""
+
+    class Configured(LimitedHttpTools):
+        pass
+
+    Configured.limits = limits
+    return Configured
+
+
+class LimitedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header cap, phase deadlines and a connection cap."""
+
+    limits: ClassVar[Limits]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._phase: Phase = "head"
+        self._phase_start = self.loop.time()
+        self._head_bytes = 0
+        self._requests = 0
+        self._timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.limits.max_connections:
+            log.warning(
+                "%d connections open (max_connections); answering 503", len(self.connections)
+            )
+            self.app = over_capacity
+        self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == "idle":
+            self._start_phase("head")
+        while data and self._phase != "body" and not self.transport.is_closing():
+            data = self._feed_head(data)
+        if data and not self.transport.is_closing():
+            super().data_received(data)
+        self._arm_deadline()
+
+    def _feed_head(self, data: bytes) -> bytes:
+        """Feed at most the head's remaining room; refuse if the head does not end in it."""
+        room = self.limits.max_header_bytes - self._head_bytes
+        if room <= 0:
+            cap = self.limits.max_header_bytes
+            self._refuse(431, f"request head is longer than {cap} bytes (max_header_bytes)")
+            return b""
+        self._head_bytes += min(room, len(data))
+        super().data_received(data[:room])
+        return data[room:]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._phase == "idle":  # a pipelined request that began in the last one's read
+            self._start_phase("head")
+
+    def on_headers_complete(self) -> None:
+        self._requests += 1
+        super().on_headers_complete()
+        self._start_phase("body")
+        most = self.limits.max_requests_per_connection
+        if most and self._requests >= most:
+            self.cycle.keep_alive = False  # answered with `Connection: close`
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._start_phase("idle")
+        self._head_bytes = 0
+
+    def _start_phase(self, phase: Phase) -> None:
+        self._cancel_deadline()
+        self._phase, self._phase_start = phase, self.loop.time()
+
+    def _arm_deadline(self) -> None:
+        """Arm the phase's deadline if the phase is still open after this read."""
+        if self._timer is not None or self._phase == "idle" or self.transport.is_closing():
+            return
+        timeout = (
+            self.limits.header_timeout_s if self._phase == "head" else self.limits.body_timeout_s
+        )
+        delay = self._phase_start + timeout - self.loop.time()
+        self._timer = self.loop.call_later(max(delay, 0.0), self._deadline_passed)
+
+    def _cancel_deadline(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _deadline_passed(self) -> None:
+        self._timer = None
+        if self._phase == "body":
+            timeout = self.limits.body_timeout_s
+            self._refuse(408, f"request body not received within {timeout:g} s (body_timeout_s)")
+        elif self._head_bytes == 0 and self._requests == 0:
+            self.transport.close()  # never said anything: nobody to answer
+        else:
+            timeout = self.limits.header_timeout_s
+            self._refuse(408, f"request head not received within {timeout:g} s (header_timeout_s)")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` unless another response is on the wire, then close the connection."""
+        if self.transport.is_closing():
+            return
+        log.info("%s: %d %s", _peer(self.client), status, message)
+        cycle = self.cycle
+        in_flight = cycle is not None and not cycle.response_complete
+        if not self.pipeline and not (in_flight and cycle.response_started):
+            self.transport.write(error_response(status, message))
+        if in_flight:  # the app sees a disconnect and its answer, if any, is dropped
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._cancel_deadline()
+        self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "client"
