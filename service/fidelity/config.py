@@ -1,0 +1,104 @@
+"""The fidelity controller's settings (to be nested in `service.settings.Settings` later)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class FidelityConfig(BaseModel):
+    """Shadow sampling and threshold control for one model version (docs: issue 11)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        True,
+        description="run the controller for every model with a calibration; off = the "
+        "calibrated thresholds are served as they are and no shadows run",
+    )
+    target: float | None = Field(
+        None,
+        gt=0.5,
+        le=1.0,
+        description="least share of early answers (per exit) that must equal the last exit's; "
+        "None = 2*final_exit_accuracy - 1 - tolerance_pp/100 from the manifest's calibration, "
+        "the agreement the calibrated accuracy itself implies",
+    )
+    min_shadow_fraction: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="share of early answers sent on to the last exit when steady; bounds the "
+        "shadow cost on familiar traffic",
+    )
+    max_shadow_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="share shadowed after a load, a threshold change or rising disagreement",
+    )
+    window: int = Field(
+        4096,
+        ge=64,
+        le=1 << 20,
+        description="most comparisons kept per exit (ring buffer: memory is bounded)",
+    )
+    horizon_samples: int = Field(
+        2500,
+        ge=100,
+        description="comparisons older than this many samples of traffic are forgotten, so "
+        "the estimates follow the traffic when it changes",
+    )
+    horizon_s: float = Field(
+        600.0, gt=0, description="comparisons older than this many seconds are forgotten"
+    )
+    min_samples: int = Field(
+        30,
+        ge=5,
+        description="least effective number of comparisons behind any decision about a threshold",
+    )
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="one-sided level of the Wilson bounds behind every decision",
+    )
+    hysteresis: float = Field(
+        0.005,
+        ge=0.0,
+        lt=0.5,
+        description="a threshold is lowered only where the lower bound clears target + this",
+    )
+    max_step: int = Field(
+        10,
+        ge=1,
+        description="most grid points a threshold moves down per step (raises are not bounded: "
+        "fidelity first)",
+    )
+    allow_below_calibrated: bool = Field(
+        False,
+        description="let a threshold go below its calibrated value when the evidence allows",
+    )
+    interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="most seconds between controller steps (off the request path)",
+    )
+    step_samples: int = Field(
+        500,
+        ge=1,
+        description="a step is also due after this many samples of traffic, so that busy "
+        "models react and recover within a bounded number of samples, not seconds",
+    )
+    boost_steps: int = Field(
+        5,
+        ge=0,
+        description="steps at max_shadow_fraction after a threshold change, to confirm it",
+    )
+    seed: int = Field(0, description="seed of the shadow sampler's random choices")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FidelityConfig:
+        if self.min_shadow_fraction > self.max_shadow_fraction:
+            raise ValueError("min_shadow_fraction must not exceed max_shadow_fraction")
+        return self
