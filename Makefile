@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 # Every package at the version the gates last passed with: a tool changes only in a commit.
 CONSTRAINTS := constraints/dev.txt
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS)
-# Debian packages the tests use: a real Prometheus (promtool) and Fashion-MNIST's idx files.
-APT_PACKAGES := prometheus dataset-fashion-mnist
+# Debian packages the tests use: a real Prometheus (promtool) and Fashion-MNIST's idx files;
+# wrk, the compiled load generator `make bench` measures with.
+APT_PACKAGES := prometheus dataset-fashion-mnist wrk
 # A test that cannot run fails (tests/strict_skips.py), and so do the checks below when a
 # system package is missing. EXITSERVE_TEST_ALLOW_SKIPS=1 lets them skip instead, for a
 # local run without root; CI never sets it.
@@ -87,7 +88,9 @@ deploy-check: install
 model: install
 	$(BIN)/exitserve build-default --out models/repository
 
-bench: install
+# Writes docs/benchmarks.md and docs/benchmarks.json; `python -m loadtest.bench --quick`
+# is a one-round smoke run written under build/.
+bench: install system-deps
 	$(PY) -m loadtest.bench --out docs/benchmarks.md
 
 soak: install

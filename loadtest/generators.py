@@ -21,7 +21,7 @@ import aiohttp
 from tqdm import tqdm
 
 from loadtest.client import EncodedRequest, Reply, parse_reply, send
-from loadtest.report import Report, summarise
+from loadtest.report import Report, process_cpu_s, summarise
 
 Arrival = Literal["fixed", "poisson"]
 
@@ -60,7 +60,7 @@ async def closed_loop(
     counter = iter(range(bounds.max_requests))
     async with aiohttp.ClientSession(connector=_connector(concurrency)) as session:
         await _warm(session, url, requests, bounds)
-        start = time.perf_counter()
+        cpu, start = process_cpu_s(), time.perf_counter()
         deadline = start + bounds.duration_s
         bar = tqdm(total=bounds.max_requests, disable=not progress, unit="req", leave=False)
 
@@ -75,8 +75,8 @@ async def closed_loop(
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
         bar.close()
-        elapsed = time.perf_counter() - start
-    return summarise(replies, labels, elapsed)
+        elapsed, cpu = time.perf_counter() - start, process_cpu_s() - cpu
+    return summarise(replies, labels, elapsed, cpu)
 
 
 async def open_loop(
@@ -105,7 +105,7 @@ async def open_loop(
             labels.append(req.labels)
             bar.update()
 
-        start = time.perf_counter()
+        cpu, start = process_cpu_s(), time.perf_counter()
         tasks, at = [], start
         for i in range(total):
             at += rng.expovariate(rate) if arrival == "poisson" else 1.0 / rate
@@ -113,8 +113,8 @@ async def open_loop(
             tasks.append(asyncio.create_task(one(i, at)))
         await asyncio.gather(*tasks)
         bar.close()
-        elapsed = time.perf_counter() - start
-    return summarise(replies, labels, elapsed)
+        elapsed, cpu = time.perf_counter() - start, process_cpu_s() - cpu
+    return summarise(replies, labels, elapsed, cpu)
 
 
 def sequential(url: str, requests: Sequence[EncodedRequest], bounds: Bounds) -> Report:
@@ -134,7 +134,7 @@ def sequential(url: str, requests: Sequence[EncodedRequest], bounds: Bounds) -> 
         for i in range(bounds.warmup_requests):
             _post(conn, parts.path, requests[i % len(requests)])
         gc.disable()
-        start = time.perf_counter()
+        cpu, start = process_cpu_s(), time.perf_counter()
         deadline = start + bounds.duration_s
         for i in range(bounds.max_requests):
             if time.perf_counter() >= deadline:
@@ -142,11 +142,11 @@ def sequential(url: str, requests: Sequence[EncodedRequest], bounds: Bounds) -> 
             req = requests[i % len(requests)]
             replies.append(_post(conn, parts.path, req))
             labels.append(req.labels)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, process_cpu_s() - cpu
     finally:
         gc.enable()
         conn.close()
-    return summarise(replies, labels, elapsed)
+    return summarise(replies, labels, elapsed, cpu)
 
 
 def _post(conn: http.client.HTTPConnection, path: str, req: EncodedRequest) -> Reply:
@@ -159,3 +159,13 @@ def _post(conn: http.client.HTTPConnection, path: str, req: EncodedRequest) -> R
         conn.close()  # reconnects on the next request
         return Reply(0, time.perf_counter() - start)
     return parse_reply(resp.status, body, time.perf_counter() - start)
+
+
+def answers(url: str, requests: Sequence[EncodedRequest], timeout_s: float = 30.0) -> list[Reply]:
+    """Every request once, in order, one at a time: the answers to score and compare."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+    try:
+        return [_post(conn, parts.path, req) for req in requests]
+    finally:
+        conn.close()

@@ -1,33 +1,40 @@
 """The GPU section of `make bench`: early exit on the CUDA execution provider.
 
-Filled in only where onnxruntime can create a CUDA session. The server runs with the GPU
-overlay's settings (deploy/k8s/overlays/gpu), so the figures are what a GPU deployment
-gets; the same host's CPU provider runs beside it for scale. The section lives between
-markers in docs/benchmarks.md, so a later run on a machine without a GPU keeps it.
+Measured only where onnxruntime can create a CUDA session, with the GPU overlay's
+settings (deploy/k8s/overlays/gpu), at three levels, round by round: the device ceiling
+(segments chained on the device, see devicechain), the serving-loop ceiling (the server's
+data plane in process, no HTTP) and the server under wrk; it reports server ÷ serving loop
+÷ device. The section lives between markers in docs/benchmarks.md and under "gpu" in the
+json, so a later run on a machine without a GPU keeps it.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 
-from loadtest import inprocess
-from loadtest.benchdoc import med, report_table
-from loadtest.client import EncodedRequest, encode
-from loadtest.generators import Bounds
-from loadtest.report import Report
+from loadtest import devicechain, servingloop
+from loadtest.benchdoc import GEN_BEGIN, GEN_END, between, fmt, table
+from loadtest.benchsteps import Load, Step, labels_of, rounds, url_of, wrk_step
+from loadtest.doccheck import stray_numbers
+from loadtest.figures import Json, Results, per_round, row_json, spread
 from loadtest.server import running_server
+from service.sessions import cuda_available
 
 BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 OVERLAY = Path(__file__).resolve().parents[1] / "deploy/k8s/overlays/gpu/config.env"
 LOADS = ((256, 8), (64, 8), (1, 32))  # samples per request, concurrent clients
+FD = {"full_depth": True}
+EARLIER = (
+    "> **From an earlier run ({date}), before the benchmark was reworked (issue 14).** Not "
+    "produced by the current code and not in docs/benchmarks.json: its prose was canned "
+    "text and its in-process limit copied every hidden state through the host (it is not "
+    "a limit). Kept for reference until a run on a GPU replaces it."
+)
 
 
 def overlay_env(path: Path = OVERLAY) -> dict[str, str]:
@@ -40,18 +47,12 @@ def overlay_env(path: Path = OVERLAY) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-Measure = Callable[[str, list[EncodedRequest], int, Bounds], Report]
+@dataclass(frozen=True)
+class Section:
+    """This run's GPU section and its json, or None for both where no GPU was there."""
 
-
-@dataclass
-class GpuResults:
-    """One run's GPU figures; `server` rows are keyed '<provider>, <load>, <policy>'."""
-
-    card: str
-    started: str
-    inproc: dict[str, float] = field(default_factory=dict)
-    server: dict[str, list[Report]] = field(default_factory=dict)
-    accuracy: dict[str, Report] = field(default_factory=dict)
+    lines: list[str] | None
+    json: Json | None
 
 
 def card_name() -> str:
@@ -70,203 +71,183 @@ def card_name() -> str:
     return f"{name.strip()} (driver {driver.strip()})"
 
 
-def _inprocess(res: GpuResults, version_dir: Path, x: np.ndarray) -> None:
-    """The same segments as bare CUDA sessions, batch 256, hidden states via the host."""
-    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})  # as the server
-    chain = inprocess.load_chain(version_dir, providers=[cuda])
-    inprocess.throughput(chain, x[:512], 256)  # warm-up: cuDNN picks its algorithms
-    for _ in range(2):
-        for name, full in (("early exit", False), ("full depth", True)):
-            fps = inprocess.throughput(chain, x, 256, full_depth=full)
-            res.inproc[name] = max(res.inproc.get(name, 0.0), fps)
-
-
-def _loads(x: np.ndarray, y: np.ndarray) -> dict[str, tuple[list[EncodedRequest], int]]:
-    """One request set per LOADS entry, with and without `full_depth`."""
-    out = {}
-    for per, clients in LOADS:
-        n = len(x) // per * per
-        out[f"{per}/request"] = (
-            [encode(x[i : i + per], y[i : i + per], "binary", None) for i in range(0, n, per)],
-            clients,
-        )
-        out[f"{per}/request full"] = (
-            [
-                encode(x[i : i + per], y[i : i + per], "binary", {"full_depth": True})
-                for i in range(0, n, per)
-            ],
-            clients,
-        )
-    return out
+def measure(repo: Path, model: str, load: Load, run: Json, command: str) -> Section:
+    """Every GPU comparison, or an empty Section where CUDA does not work."""
+    if not cuda_available():
+        return Section(None, None)
+    where = Where(repo, model, overlay_env(), devicechain.CUDA)
+    return measure_on(where, load, {**run, "command": command, "card": card_name()})
 
 
 @dataclass(frozen=True)
-class Setup:
-    """What every server measurement shares."""
+class Where:
+    """The model, the server's settings and the device the section measures on."""
 
     repo: Path
     model: str
-    loads: dict[str, tuple[list[EncodedRequest], int]]
-    measure: Measure
-    seconds: float
-    logs: Path
+    env: dict[str, str]
+    device: devicechain.Device
 
-    def bounds(self) -> Bounds:
-        return Bounds(duration_s=self.seconds, warmup_requests=20)
+    def max_batch(self) -> int:
+        return int(json.loads(self.env.get("EXITSERVE_BATCHING", "{}")).get("max_batch_size", 32))
 
 
-def _server(
-    res: GpuResults,
-    setup: Setup,
-    provider: str,
-    env: dict[str, str],
-    rounds: int,
-    names: tuple[str, ...],
-    then: Callable[[str], None] | None = None,
-) -> None:
-    """The named loads early exit vs full depth, interleaved, against one server."""
-    with running_server(setup.repo, setup.logs, env=env) as srv:
-        url = f"{srv.url}/v2/models/{setup.model}/infer"
-        for _ in range(rounds):
-            for name in names:
-                for full in (False, True):
-                    reqs, clients = setup.loads[name + (" full" if full else "")]
-                    key = f"{provider}, {name}, {'full depth' if full else 'early exit'}"
-                    rep = setup.measure(url, reqs, clients, setup.bounds())
-                    click.echo(f"  {key:>48}: {rep.line()}")
-                    res.server.setdefault(key, []).append(rep)
-        if then:
-            then(url)
+def measure_on(where: Where, load: Load, run: Json) -> Section:
+    """Server (wrk), serving loop and device, both modes, every load, interleaved by round."""
+    res, model, secs = Results(run=run, machine={}), where.model, float(run["seconds"])
+    click.echo(f"GPU section on {run['card']}")
+    with running_server(where.repo, load.folder, env=where.env) as srv:
+        steps = {"device": _device(res, where, load)}
+        for per, clients in LOADS:
+            for mode, params in (("early exit", None), ("full depth", FD)):
+                name = f"{per}/request, {mode}"
+                bodies = load.bodies(per, params)
+                steps[name] = wrk_step(res, "gpu", name, lambda: srv, model, bodies, clients, secs)
+            steps[f"loop {per}"] = _loop(res, where, len(load.x), per, clients)
+        rounds(steps, int(run["rounds"]))
+        ee, truth = labels_of(url_of(srv, model), load.requests(64))
+        fd, _ = labels_of(url_of(srv, model), load.requests(64, FD))
+    res.accuracy = {"images": len(truth), "early_exit": float((ee == truth).mean())}
+    res.accuracy.update(full_depth=float((fd == truth).mean()), agreement=float((ee == fd).mean()))
+    return _section(res, where.env)
 
 
-def _cuda_extras(res: GpuResults, setup: Setup, url: str) -> None:
-    """Concurrency 1, and every sample once in each mode for accuracy on the same images."""
-    one = setup.loads["1/request"][0]
-    res.server["CUDA, concurrency 1, early exit"] = [setup.measure(url, one, 1, setup.bounds())]
-    for name in ("64/request", "64/request full"):
-        reqs = setup.loads[name][0]
-        res.accuracy[name] = setup.measure(url, reqs, 2, Bounds(600.0, len(reqs)))
+def _device(res: Results, where: Where, load: Load) -> Step:
+    """The device ceiling at the server's largest batch, both modes, once per round."""
+    chain = devicechain.load(where.repo / where.model / "1", where.device)
+    batch = where.max_batch()
+    rows = {"early exit": devicechain.survivors(chain, load.x, batch)}
+    rows["full depth"] = [batch] * len(rows["early exit"])
+    res.run["device_batch"] = batch
+
+    def step() -> None:
+        for mode, r in rows.items():
+            got = devicechain.ceiling(chain, load.x, r, where.device, float(res.run["seconds"]))
+            res.scalars.setdefault(f"device, {mode}", []).append(got)
+            click.echo(f"  {f'device ceiling, {mode}':>34}: {got:.0f} samples/s")
+
+    return step
 
 
-def run_gpu(
-    repo: Path,
-    model: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    measure: Measure,
-    seconds: float,
-    rounds: int,
-    logs: Path,
-) -> GpuResults:
-    """Every GPU comparison; exhaustive cuDNN search and the same host's CPU once each."""
-    res = GpuResults(card_name(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    click.echo(f"GPU: {res.card}")
-    _inprocess(res, repo / model / "1", x)
-    setup, env = Setup(repo, model, _loads(x, y), measure, seconds, logs), overlay_env()
-    names = tuple(f"{per}/request" for per, _ in LOADS)
-    _server(res, setup, "CUDA", env, rounds, names, lambda url: _cuda_extras(res, setup, url))
-    exhaustive = {**env, "EXITSERVE_CUDNN_CONV_ALGO_SEARCH": "EXHAUSTIVE"}
-    _server(res, setup, "CUDA exhaustive search", exhaustive, 1, names[:1])
-    waiting = {**env, "EXITSERVE_BATCHING": _with(env, survivor_delay_ms=None)}
-    _server(res, setup, "CUDA, survivors wait too", waiting, 1, names[:2])
-    _server(res, setup, "CPU", {"EXITSERVE_DEVICE": "cpu"}, 1, ("256/request", "1/request"))
-    return res
+def _loop(res: Results, where: Where, samples: int, per: int, clients: int) -> Step:
+    """The serving-loop ceiling for one load, both modes, this round."""
+    secs = float(res.run["seconds"])
+
+    def step() -> None:
+        for mode, full in (("early exit", False), ("full depth", True)):
+            got = servingloop.measure(
+                where.repo, where.model, where.env, per, clients, secs, samples, full
+            )
+            res.scalars.setdefault(f"loop, {per}/request, {mode}", []).append(got["samples_per_s"])
+            click.echo(
+                f"  {f'serving loop, {per}/request, {mode}':>34}: {got['samples_per_s']:.0f}"
+            )
+
+    return step
 
 
-def _with(env: dict[str, str], **changes: object) -> str:
-    """The overlay's EXITSERVE_BATCHING JSON with some fields changed."""
-    return json.dumps({**json.loads(env.get("EXITSERVE_BATCHING", "{}")), **changes})
+def _levels(res: Results) -> list[Json]:
+    """Per load and mode: server, serving loop, device, and the ratios between them."""
+    out = []
+    for per, _ in LOADS:
+        for mode in ("early exit", "full depth"):
+            server = [r.samples_per_s for r in res.row("gpu", f"{per}/request, {mode}").reports]
+            loop = res.scalars.get(f"loop, {per}/request, {mode}", [])
+            device = res.scalars.get(f"device, {mode}", [])
+            level = {"load": f"{per}/request", "mode": mode, "server": spread(server)}
+            level.update(loop=spread(loop), device=spread(device))
+            level["server_vs_loop"] = per_round(server, loop, "ratio")
+            level["loop_vs_device"] = per_round(loop, device, "ratio")
+            level["server_vs_device"] = per_round(server, device, "ratio")
+            out.append(level)
+    return out
 
 
-def _speed(res: GpuResults, provider: str, load: str) -> tuple[float, float, str]:
-    """Early exit and full depth samples/s for one server row pair, and their ratio."""
-    ee, fd = (
-        med(res.server.get(f"{provider}, {load}, {mode}", []), "samples_per_s")
-        for mode in ("early exit", "full depth")
-    )
-    return ee, fd, f"{ee / fd:.2f}×" if fd else "n/a"
+def _section(res: Results, env: dict[str, str]) -> Section:
+    levels = _levels(res)
+    doc: Json = {
+        "run": res.run,
+        "batching": env.get("EXITSERVE_BATCHING", "default"),
+        "levels": levels,
+        "rows": [row_json(r) for r in res.tables["gpu"]],
+        "accuracy": res.accuracy,
+    }
+    return Section(render(doc), doc)
 
 
-def _reading(res: GpuResults) -> list[str]:
-    """What this run's figures say, written from the figures."""
-    in_ee, in_fd = res.inproc.get("early exit", 0.0), res.inproc.get("full depth", 0.0)
-    big, mid, one = (_speed(res, "CUDA", f"{n}/request") for n in ("256", "64", "1"))
-    ex = _speed(res, "CUDA exhaustive search", "256/request")
-    wait_big, wait_mid = (
-        _speed(res, "CUDA, survivors wait too", f"{n}/request") for n in ("256", "64")
-    )
-    rps = [
-        med(res.server.get(f"CUDA, 64/request, {m}", []), "requests_per_s")
-        for m in ("early exit", "full depth")
+def render(g: Json) -> list[str]:
+    """The GPU section's markdown from its json: a generated block inside the GPU markers."""
+    lines = [
+        "| load | mode | server | serving loop | device ceiling | server ÷ loop | loop ÷ device |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    bound = (
-        f" At 64 per request both modes answer about {rps[0]:.0f} requests/s: per-request "
-        "CPU work (HTTP, decoding, the load generator on the same host) bounds the server "
-        "there, not the GPU."
-        if min(rps) and max(rps) / min(rps) < 1.15
-        else ""
-    )
-    acc = {k: r.accuracy for k, r in res.accuracy.items()}
-    same = res.accuracy["64/request"].ok * 64 if "64/request" in res.accuracy else 0
-    return [
-        f"- In-process limit (bare CUDA sessions, batch 256, hidden states copied through the "
-        f"host): early exit {in_ee:.0f}, full depth {in_fd:.0f} samples/s "
-        f"({in_ee / in_fd if in_fd else float('nan'):.2f}×).",
-        f"- Server, early exit vs full depth: {big[0]:.0f} vs {big[1]:.0f} samples/s "
-        f"({big[2]}) with 256 samples per request, {mid[0]:.0f} vs {mid[1]:.0f} ({mid[2]}) "
-        f"with 64, {one[0]:.0f} vs {one[1]:.0f} ({one[2]}) with one.{bound}",
-        *_verdict(big, _speed(res, "CPU", "256/request")),
-        f"- Accuracy on the same {same} images (64 per request, each once): early exit "
-        f"{acc.get('64/request', float('nan')):.4f}, full depth "
-        f"{acc.get('64/request full', float('nan')):.4f}.",
-        f"- Survivors waiting for their batch to fill at later stages too (the first "
-        f"stage's 2 ms): early exit {wait_big[0]:.0f} samples/s with 256 per request and "
-        f"{wait_mid[0]:.0f} with 64, against {big[0]:.0f} and {mid[0]:.0f} when they go on "
-        "at once (`survivor_delay_ms: 0` in the overlay).",
-        f"- cuDNN's exhaustive algorithm search (onnxruntime's default) benchmarks every new "
-        f"input shape, and early exit makes batches of every size: with it early exit ran at "
-        f"{ex[0]:.0f} samples/s against {big[0]:.0f} with the heuristic search, so "
-        "`cudnn_conv_algo_search` defaults to HEURISTIC.",
-    ]
-
-
-def _verdict(gpu: tuple[float, float, str], cpu: tuple[float, float, str]) -> list[str]:
-    """Whether early exit paid on this GPU, against the same host's CPU provider."""
-    if not gpu[1] or gpu[0] / gpu[1] >= 1.5:
-        return []
-    return [
-        f"- With 256 samples per request early exit does not pay on this GPU ({gpu[2]}), "
-        f"while it does on the same host's CPU provider ({cpu[2]}): at {gpu[1]:.0f} "
-        "samples/s full depth, per-request CPU work rather than the model bounds the "
-        "server, and a request waits for its survivors' later stages. Early exit pays on a "
-        "GPU where the model's compute is the bottleneck.",
-    ]
-
-
-def section(res: GpuResults, command: str, cores: int) -> list[str]:
-    """The GPU section's markdown, markers included."""
-    env = overlay_env()
+    for lv in g["levels"]:
+        lines.append(
+            f"| {lv['load']} | {lv['mode']} | {fmt(lv['server'])} | {fmt(lv['loop'])} "
+            f"| {fmt(lv['device'])} | {fmt(lv['server_vs_loop'], '.2f')} "
+            f"| {fmt(lv['loop_vs_device'], '.2f')} |"
+        )
+    a = g["accuracy"]
     return [
         BEGIN,
         "## GPU",
         "",
-        f"Measured {res.started} on {res.card}, {cores} CPU cores, with:",
+        GEN_BEGIN,
+        f"Measured {g['run']['started']} on {g['run']['card']}, {g['run']['rounds']} rounds of "
+        f"{g['run']['seconds']} s, with `{g['run']['command']}`; server settings from the GPU "
+        f"overlay (batching `{g['batching']}`). Samples/s, medians with the range over rounds. "
+        f"The device ceiling runs the segments back to back on the device, batch "
+        f"{g['run']['device_batch']}, with I/O binding and one synchronisation (survivor "
+        "selection free); the serving loop is the server's data plane in process without "
+        "HTTP; the server is driven by wrk on the same host.",
         "",
-        "```bash",
-        command,
-        "```",
+        *lines,
         "",
-        "Server settings: the GPU overlay's (`deploy/k8s/overlays/gpu/config.env`: batching "
-        f"`{env.get('EXITSERVE_BATCHING', 'default')}`, CUDA execution provider, hidden "
-        "states kept on the device between segments). The load generator runs on the same "
-        "host; figures are medians over rounds.",
+        f"Accuracy on the same {a['images']} images: early exit {a['early_exit']:.4f}, full "
+        f"depth {a['full_depth']:.4f}, agreement {a['agreement']:.4f}.",
         "",
-        *_reading(res),
-        "",
-        *report_table(res.server),
-        "",
+        *table(g["rows"]),
+        GEN_END,
         END,
     ]
+
+
+def resolve(section: Section, doc_path: Path) -> tuple[str, Json | None]:
+    """This run's section, else the last document's (with its json), else a 'not run' line."""
+    if section.lines is not None:
+        return "\n".join(section.lines), section.json
+    old = doc_path.read_text() if doc_path.exists() else ""
+    kept = between(old, BEGIN, END)
+    if kept is None:
+        return f"{BEGIN}\n## GPU\n\nNot run: no CUDA device on this machine.\n{END}", None
+    if GEN_BEGIN in kept:
+        old_json = doc_path.with_suffix(".json")
+        previous = json.loads(old_json.read_text()) if old_json.exists() else {}
+        return kept, previous.get("gpu")
+    return mark_earlier(kept), None
+
+
+def mark_earlier(block: str) -> str:
+    """A section from before the rework, flagged as such (once) and left unchecked."""
+    if "From an earlier run" in block:
+        return block
+    date = block.split("Measured ", 1)[1][:10] if "Measured " in block else "undated"
+    head, rest = block.split("## GPU", 1)
+    return f"{head}## GPU\n\n{EARLIER.format(date=date)}{rest}"
+
+
+def write_gpu_only(out: Path, section: Section) -> None:
+    """Splice this run's GPU section into the document and its json into the json."""
+    if section.lines is None or section.json is None:
+        raise click.ClickException("no CUDA device: nothing to measure for the GPU section")
+    doc_json = out.with_suffix(".json")
+    data = json.loads(doc_json.read_text()) if doc_json.exists() else {}
+    data["gpu"] = section.json
+    text = splice(out.read_text() if out.exists() else "", section.lines)
+    if stray := stray_numbers(text, data):
+        raise click.ClickException(f"{out}: numbers not in the json: {stray}")
+    doc_json.write_text(json.dumps(data, indent=1) + "\n")
+    out.write_text(text)
 
 
 def splice(doc: str, lines: list[str]) -> str:
@@ -276,11 +257,3 @@ def splice(doc: str, lines: list[str]) -> str:
         head, rest = doc.split(BEGIN, 1)
         return head + block + rest.split(END, 1)[1]
     return doc.rstrip("\n") + "\n\n" + block + "\n"
-
-
-def kept_section(doc_path: Path) -> list[str] | None:
-    """An earlier run's GPU section, kept when this machine has no GPU."""
-    doc = doc_path.read_text() if doc_path.exists() else ""
-    if BEGIN not in doc or END not in doc:
-        return None
-    return [BEGIN + doc.split(BEGIN, 1)[1].split(END, 1)[0] + END]

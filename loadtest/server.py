@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 READY_TIMEOUT_S = 120.0
+EXIT_SAMPLES = "exitserve_samples_total"  # samples answered, by exit
 STOP_TIMEOUT_S = 30.0
 
 
@@ -45,6 +48,28 @@ class LiveServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, all threads (from /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def exit_counts(self, model: str) -> list[float]:
+        """Samples answered so far at each exit of `model`, from the server's own metrics.
+
+        A compiled load generator does not read answers; the server counts them anyway.
+        """
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        counts: dict[int, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == EXIT_SAMPLES and s.labels.get("model") == model:
+                    k = int(s.labels["exit"])
+                    counts[k] = counts.get(k, 0.0) + s.value
+        if not counts:
+            raise ServerFailed(f"no {EXIT_SAMPLES} series for model {model!r} in /metrics")
+        return [counts.get(k, 0.0) for k in range(max(counts) + 1)]
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM and wait for the drain; SIGKILL (and a failing exit code) if it overstays."""

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from loadtest import inprocess
-from loadtest.client import encode
-from loadtest.generators import Bounds, closed_loop, open_loop, sequential
+from loadtest.client import HEADER_LENGTH, encode
+from loadtest.generators import Bounds, answers, closed_loop, open_loop, sequential
 from loadtest.run import check_loopback
+from loadtest.wrk import run_wrk, write_bodies
 from tests.service.conftest import LiveServerFactory
 
 
@@ -26,20 +27,28 @@ def requests(mnist_samples):
 
 
 def test_every_generator_counts_every_request_and_reports_exits(
-    live_server: LiveServerFactory, requests
+    live_server: LiveServerFactory, requests, tmp_path: Path
 ) -> None:
+    """The quick mode of every generator: Python ones by count, wrk for a second."""
     bounds = Bounds(duration_s=20.0, max_requests=40, timeout_s=10.0)
+    binary = [r for r in requests if HEADER_LENGTH in r.headers]
     with live_server() as server:
         url = f"{server.url}/v2/models/tiny/infer"
         closed = asyncio.run(closed_loop(url, requests, 4, bounds, progress=False))
         opened = asyncio.run(open_loop(url, requests, 50.0, bounds, progress=False))
         one_by_one = sequential(url, requests, bounds)
+        compiled = run_wrk(url, write_bodies(binary, tmp_path), 4, 1.0)
+        replies = answers(url, requests[:4])
     for report in (closed, opened, one_by_one):
         assert report.requests == report.ok == 40, report
         assert report.errors == {}
         assert sum(report.exit_distribution) == pytest.approx(1.0)
         assert report.accuracy > 0.5  # a trained model, not chance (0.1)
         assert 0 < report.p50_ms <= report.p99_ms <= report.max_ms
+        assert 0 < report.client_cpu <= 1
+    assert compiled.requests == compiled.ok > 0
+    assert compiled.errors == {}
+    assert [len(r.labels) for r in replies] == [2, 2, 2, 2]  # in order, every sample answered
 
 
 def test_refused_requests_count_as_errors(live_server: LiveServerFactory, requests) -> None:
