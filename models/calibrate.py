@@ -44,6 +44,8 @@ class PolicyChoice:
     val: Outcome
     feasible: bool
     curve: list[tuple[float, float]] = field(default_factory=list)
+    # z standard errors of the paired validation drop: what the setting had to leave unused
+    margin: float = 0.0
 
 
 def scores(probs: FloatArray, policy: str) -> npt.NDArray[np.float64]:
@@ -103,12 +105,23 @@ def apply(
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What a setting may lose: `tolerance` (a fraction) below exit `reference`'s accuracy,
+    after a margin of `z` standard errors."""
+
+    tolerance: float
+    z: float
+    reference: int = -1
+
+
+@dataclass(frozen=True)
 class _Candidate:
     """A threshold setting, what it does, and how much tolerance it leaves unused."""
 
     cuts: npt.NDArray[np.float64]
     result: Outcome
     slack: float
+    margin: float
 
     @property
     def feasible(self) -> bool:
@@ -120,21 +133,20 @@ def _evaluate(
     correct: npt.NDArray[np.bool_],
     cumulative: FloatArray,
     cuts: npt.NDArray[np.float64],
-    budget: tuple[float, float],
+    budget: Budget,
 ) -> _Candidate:
     """Route the samples; slack = tolerance - (accuracy drop + z standard errors).
 
-    The drop is paired (same samples, early-exit answer vs final-exit answer), and its
+    The drop is paired (same samples, routed answer vs the reference exit's answer), and its
     standard error keeps the greedy search from spending the whole tolerance on noise that
     would not carry over to unseen data.
     """
-    tolerance, z = budget
     taken = exits_taken(score, cuts)
     n = len(taken)
-    diff = correct[taken, np.arange(n)].astype(np.float64) - correct[-1]
-    stderr = float(diff.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    slack = tolerance - (-float(diff.mean()) + z * stderr)
-    return _Candidate(cuts, outcome(taken, correct, cumulative), slack)
+    diff = correct[taken, np.arange(n)].astype(np.float64) - correct[budget.reference]
+    margin = budget.z * float(diff.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    slack = budget.tolerance - (-float(diff.mean()) + margin)
+    return _Candidate(cuts, outcome(taken, correct, cumulative), slack, margin)
 
 
 def _better(candidate: _Candidate, incumbent: _Candidate) -> bool:
@@ -151,7 +163,7 @@ def _search(
     score: npt.NDArray[np.float64],
     correct: npt.NDArray[np.bool_],
     cumulative: FloatArray,
-    budget: tuple[float, float],
+    budget: Budget,
 ) -> tuple[_Candidate, list[tuple[float, float]]]:
     """Shared-grid sweep, then greedy per-exit refinement; returns the cheapest feasible cuts."""
     early = score[:-1]
@@ -181,21 +193,25 @@ def calibrate(
     tolerance_pp: float = 0.5,
     policies: tuple[str, ...] = POLICIES,
     safety_z: float = SAFETY_Z,
+    reference: int = -1,
 ) -> dict[str, PolicyChoice]:
     """Thresholds per policy on a validation split; `cumulative` is each exit's cost share.
 
-    A setting is feasible when its paired accuracy drop below the final exit, plus
-    `safety_z` standard errors of that drop, stays within `tolerance_pp` percentage points.
+    A setting is feasible when its paired accuracy drop below exit `reference` (the final
+    one unless told), plus `safety_z` standard errors of that drop, stays within
+    `tolerance_pp` percentage points.
     """
     if probs.ndim != 3 or probs.shape[0] != len(cumulative) or probs.shape[1] != len(labels):
         raise ValueError(f"probs {probs.shape} do not match {len(cumulative)} exits/labels")
     correct = probs.argmax(axis=-1) == labels[None, :]
-    budget = (tolerance_pp / 100.0, safety_z)
+    budget = Budget(tolerance_pp / 100.0, safety_z, reference)
     choices = {}
     for policy in policies:
         best, curve = _search(scores(probs, policy), correct, cumulative, budget)
         thresholds = to_manifest(policy, best.cuts, probs.shape[-1])
-        choices[policy] = PolicyChoice(policy, thresholds, best.result, best.feasible, curve)
+        choices[policy] = PolicyChoice(
+            policy, thresholds, best.result, best.feasible, curve, best.margin
+        )
     return choices
 
 
@@ -206,6 +222,11 @@ def pick_default(choices: dict[str, PolicyChoice]) -> str:
         key=lambda c: (not c.feasible, round(c.val.compute_fraction, 6), c.policy != "confidence"),
     )
     return order[0].policy
+
+
+def best_exit(accuracies: list[float]) -> int:
+    """The most accurate exit; on a tie the deeper one (the final exit unless beaten)."""
+    return max(range(len(accuracies)), key=lambda k: (accuracies[k], k))
 
 
 def accuracy_per_exit(probs: FloatArray, labels: IntArray) -> list[float]:

@@ -12,9 +12,13 @@ import gzip
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -124,24 +128,41 @@ def load_fashion_mnist(split: str = "train", folder: Path = FASHION_MNIST_DIR) -
     return load_idx_pair(folder, split, FASHION_LABELS)
 
 
-def to_unit_pixels(x: npt.NDArray[np.generic]) -> FloatArray:
-    """Bring user arrays to float32 (N, C, H, W) in [0, 1]: uint8 is scaled, HWC is moved."""
+def to_unit_pixels(x: npt.NDArray[np.generic], name: str = "x") -> FloatArray:
+    """Bring user arrays to float32 (N, C, H, W) in [0, 1]: uint8 is scaled, HWC is moved.
+
+    Anything that is not a finite real number is refused here, before training: NaN would
+    otherwise train for the whole run and only surface as a failed export parity check.
+    """
     arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name} must hold real numbers (uint8, or floats in [0, 1]): {arr.dtype}")
+    if arr.ndim not in (3, 4):
+        raise DataError(f"{name} must be (N, H, W), (N, C, H, W) or (N, H, W, C); got {arr.shape}")
+    bad: npt.NDArray[np.intp] = np.unique(np.argwhere(~np.isfinite(arr))[:, 0])
+    if len(bad):
+        count, first = len(bad), bad[0]
+        raise DataError(f"{name} has NaN or infinite pixels in {count} samples (first: #{first})")
     if arr.ndim == 3:
         arr = arr[:, None, :, :]
     elif arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
         arr = arr.transpose(0, 3, 1, 2)
     if arr.ndim != 4:
-        raise DataError(f"x must be (N, H, W), (N, C, H, W) or (N, H, W, C); got {arr.shape}")
+        raise DataError(f"{name} must be (N, H, W), (N, C, H, W) or (N, H, W, C); got {arr.shape}")
     scaled = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
     if scaled.size and (scaled.min() < 0.0 or scaled.max() > 1.0):
-        raise DataError("x must be uint8 pixels or floats in [0, 1]")
+        raise DataError(f"{name} must be uint8 pixels or floats in [0, 1]")
     return np.ascontiguousarray(scaled)
 
 
 def encode_labels(raw: npt.NDArray[np.generic]) -> tuple[IntArray, tuple[str, ...]]:
     """Map arbitrary label values to 0..K-1 in sorted order, keeping their names."""
     values = np.asarray(raw).reshape(-1)
+    if values.dtype.kind == "c":
+        raise DataError(f"y must hold class labels (numbers or strings), got {values.dtype}")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values))
+        raise DataError(f"y has {len(bad)} NaN or infinite labels (first: #{bad[0]})")
     classes, y = np.unique(values, return_inverse=True)
     if len(classes) < 2:
         raise DataError("need at least two classes")
@@ -157,13 +178,26 @@ def load_npz(path: Path) -> tuple[Dataset, Dataset | None]:
         raise DataError(f"cannot read {path}: {exc}") from exc
     if "x" not in found or "y" not in found:
         raise DataError(f"{path} must hold arrays 'x' and 'y'; found {sorted(found)}")
-    has_test = "x_test" in found and "y_test" in found
+    has_test = "x_test" in found
+    if has_test != ("y_test" in found):
+        given, missing = ("x_test", "y_test") if has_test else ("y_test", "x_test")
+        raise DataError(f"{path} has {given!r} but no {missing!r}: give both or neither")
     y_all = np.concatenate([found["y"], found["y_test"]]) if has_test else found["y"]
     y, labels = encode_labels(y_all)
     train = Dataset(to_unit_pixels(found["x"]), y[: len(found["y"])], labels)
     if not has_test:
         return train, None
-    return train, Dataset(to_unit_pixels(found["x_test"]), y[len(found["y"]) :], labels)
+    test = Dataset(to_unit_pixels(found["x_test"], "x_test"), y[len(found["y"]) :], labels)
+    if test.input_shape != train.input_shape:
+        raise DataError(
+            f"x_test images are {_shape(test.input_shape)} but x images are "
+            f"{_shape(train.input_shape)} (C×H×W): they must match"
+        )
+    return train, test
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(str(d) for d in shape)
 
 
 def load_folder(root: Path) -> Dataset:
@@ -171,8 +205,6 @@ def load_folder(root: Path) -> Dataset:
 
     Greyscale unless any image has colour, so MNIST-like folders stay one channel.
     """
-    from PIL import Image  # lazy: only this loader needs Pillow
-
     classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     files = [
         (f, k)
@@ -182,13 +214,25 @@ def load_folder(root: Path) -> Dataset:
     ]
     if len(classes) < 2 or not files:
         raise DataError(f"{root} must hold one sub-folder of images per class (at least two)")
-    images = [Image.open(f) for f, _ in files]
+    images = [_open_image(f) for f, _ in files]
     mode = "L" if all(im.mode in ("1", "L", "LA", "I", "I;16") for im in images) else "RGB"
     size = images[0].size
     pixels = [np.asarray(im.convert(mode).resize(size), dtype=np.uint8) for im in images]
     x = to_unit_pixels(np.stack(pixels))
     y = np.array([k for _, k in files], dtype=np.int64)
     return Dataset(x, y, tuple(classes))
+
+
+def _open_image(path: Path) -> PILImage:
+    """Decode one image fully now, so a corrupt file is named instead of failing later."""
+    from PIL import Image  # lazy: only this loader needs Pillow
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except Exception as exc:  # Pillow's decoders raise several unrelated types
+        raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
 def split_off(data: Dataset, count: int, seed: int) -> tuple[Dataset, Dataset]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION: Literal[1] = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+VERSION_PATTERN = r"^[0-9]{1,9}$"
 POLICIES = ("confidence", "entropy", "margin")
 PolicyName = Literal["confidence", "entropy", "margin", "patience"]
 
@@ -115,7 +116,7 @@ class Manifest(_Strict):
 
     format_version: Literal[1] = FORMAT_VERSION
     name: str = Field(pattern=NAME_PATTERN)
-    version: str = Field(pattern=r"^[0-9]{1,9}$")
+    version: str = Field(pattern=VERSION_PATTERN)
     architecture: str
     input: TensorSpec
     labels: list[str] = Field(min_length=2)

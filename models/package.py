@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.build import BuildConfig, Trained
-from models.calibrate import accuracy_per_exit, apply, calibrate, pick_default
+from models.calibrate import accuracy_per_exit, apply, best_exit, calibrate, pick_default
 from models.export import LOGITS, PROBS, ExportedSegment, check_parity, export_segments
 from models.flops import count_macs
+from models.gate import Figures, QualityError, baseline_accuracy, judge
 from models.manifest import (
     Calibration,
     Manifest,
@@ -29,7 +31,7 @@ from models.manifest import (
     save_manifest,
 )
 from models.multiexit import MultiExitNet
-from models.report import ReportData, write_report
+from models.report import ReportData, summary, write_report
 from models.sources import describe
 from models.train import exit_probabilities
 
@@ -55,22 +57,63 @@ def cumulative_fractions(costs: list[int]) -> list[float]:
 
 
 def package(trained: Trained, config: BuildConfig, out: Path) -> Path:
-    """Export, check, calibrate, describe and publish `trained` as `out/name/version`."""
-    model = trained.model.eval()
+    """Export, check, calibrate, gate, describe and publish `trained` as `out/name/version`.
+
+    Whatever fails (export, parity, the quality gate, an interrupt), nothing is left
+    behind: no scratch folder, and no model or repository folder this call created.
+    """
     final_dir = out / config.name / config.version
     scratch = out / config.name / f".{config.version}.building"
+    created = [d for d in (out / config.name, out) if not d.exists()]
+    try:
+        _build(trained, config, scratch)
+        _publish(scratch, final_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    return final_dir
+
+
+def _build(trained: Trained, config: BuildConfig, scratch: Path) -> None:
+    """Everything a version holds, written into `scratch`; raises when the gate refuses."""
+    model = trained.model.eval()
     shutil.rmtree(scratch, ignore_errors=True)
     started = time.monotonic()
     exported = export_segments(model, scratch)
     diffs = check_parity(model, scratch, trained.splits.test.x[: config.parity_samples])
     log.info("exported %d segments; max abs diff vs PyTorch %.2g", len(exported), max(diffs))
-    report = measure(trained, config)
+    report = gated(measure(trained, config), config)
     save_manifest(make_manifest(trained, config, exported, report), scratch)
     load_manifest(scratch)  # the server's own validation, before anything is published
     write_report(report, scratch)
-    _publish(scratch, final_dir)
-    log.info("published %s in %.0fs", final_dir, time.monotonic() - started)
-    return final_dir
+    log.info("built %s in %.0fs", scratch, time.monotonic() - started)
+
+
+def gated(report: ReportData, config: BuildConfig) -> ReportData:
+    """`report` with the gate's warnings; raises QualityError on a refusal unless forced."""
+    test = report.test[report.default_policy]
+    verdict = judge(
+        Figures(
+            test_accuracy_per_exit=report.test_accuracy_per_exit,
+            val_accuracy_per_exit=report.val_accuracy_per_exit,
+            test_samples=report.test_samples,
+            val_samples=report.val_samples,
+            baseline=report.baseline_accuracy,
+            tolerance_pp=report.tolerance_pp,
+            reference=report.reference_index,
+            test_drop_pp=100
+            * (report.test_accuracy_per_exit[report.reference_index] - test.accuracy),
+            feasible=report.choices[report.default_policy].feasible,
+            reference_option=report.reference,
+        )
+    )
+    if verdict.refusals and not config.force:
+        reasons = "\n".join(f"  - {r}" for r in verdict.refusals)
+        message = f"{report.model} not published (--force publishes anyway):\n{reasons}"
+        raise QualityError(message, summary(report))
+    return replace(report, warnings=verdict.warnings, forced=verdict.refusals)
 
 
 def measure(trained: Trained, config: BuildConfig) -> ReportData:
@@ -81,20 +124,31 @@ def measure(trained: Trained, config: BuildConfig) -> ReportData:
     val_probs = exit_probabilities(model, splits.val.x)
     test_probs = exit_probabilities(model, splits.test.x)
     log.info("evaluated %d val + %d test samples", len(splits.val), len(splits.test))
-    choices = calibrate(val_probs, splits.val.y, cumulative, config.tolerance_pp)
+    val_accuracy = accuracy_per_exit(val_probs, splits.val.y)
+    reference = best_exit(val_accuracy) if config.reference == "best" else len(costs) - 1
+    choices = calibrate(
+        val_probs, splits.val.y, cumulative, config.tolerance_pp, reference=reference
+    )
     return ReportData(
         model=f"{config.name}/{config.version}",
         tolerance_pp=config.tolerance_pp,
         default_policy=pick_default(choices),
         segment_macs=costs,
         cumulative=cumulative.tolist(),
-        val_accuracy_per_exit=accuracy_per_exit(val_probs, splits.val.y),
+        val_accuracy_per_exit=val_accuracy,
         test_accuracy_per_exit=accuracy_per_exit(test_probs, splits.test.y),
         choices=choices,
         test={
             p: apply(test_probs, splits.test.y, p, c.thresholds, cumulative)
             for p, c in choices.items()
         },
+        baseline_accuracy=baseline_accuracy(
+            splits.train.y, splits.test.y, len(splits.train.labels)
+        ),
+        val_samples=len(splits.val),
+        test_samples=len(splits.test),
+        reference=config.reference,
+        reference_exit=reference,
     )
 
 
@@ -168,7 +222,7 @@ def _training(trained: Trained, config: BuildConfig, report: ReportData) -> Trai
         dataset=describe(config.data),
         mode=config.train.mode,
         seed=config.train.seed,
-        epochs=config.train.epochs,
+        epochs=config.train.epochs or trained.result.epochs,
         exit_weights=list(weights),
         train_samples=len(trained.splits.train),
         val_samples=len(trained.splits.val),

@@ -22,6 +22,16 @@ from models.data import (
 )
 
 BUILTIN = ("mnist", "fashion-mnist")
+# fewer training samples than this per class cannot train anything worth calibrating
+MIN_TRAIN_PER_CLASS = 10
+
+
+class SizeError(DataError):
+    """Split sizes the data cannot honour; `option` names the SplitSizes field to change."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -65,11 +75,23 @@ def _train_and_test(source: str, sizes: SplitSizes, seed: int) -> tuple[Dataset,
 def load_splits(source: str, sizes: SplitSizes, seed: int) -> Splits:
     """Train/validation/test for `source`; the validation split is carved from training data."""
     train, test = _train_and_test(source, sizes, seed)
-    if sizes.val_samples is not None:
-        n_val = sizes.val_samples
-    else:
-        n_val = max(1, round(len(train) * sizes.val_fraction))
-    train, val = split_off(train, min(n_val, len(train) - 1), seed)
+    option = "val_samples" if sizes.val_samples is not None else "val_fraction"
+    n_val = sizes.val_samples or max(1, round(len(train) * sizes.val_fraction))
+    needed = MIN_TRAIN_PER_CLASS * len(train.labels)
+    if len(train) - n_val < needed:
+        raise SizeError(
+            f"holding out {n_val} of the {len(train)} non-test samples for validation leaves "
+            f"{max(0, len(train) - n_val)} to train on; training needs at least {needed} "
+            f"({MIN_TRAIN_PER_CLASS} per class), so hold out at most {len(train) - needed}",
+            option,
+        )
+    train, val = split_off(train, n_val, seed)
+    if sizes.train_samples is not None and sizes.train_samples < needed:
+        raise SizeError(
+            f"{sizes.train_samples} training samples are too few: at least {needed} "
+            f"({MIN_TRAIN_PER_CLASS} per class)",
+            "train_samples",
+        )
     return Splits(
         train=limit(train, sizes.train_samples, seed + 2),
         val=val,

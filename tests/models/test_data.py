@@ -128,7 +128,7 @@ def test_splits_are_seeded_and_disjoint() -> None:
 
 def test_sources_hold_out_validation_from_training(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
-    np.savez(path, x=np.random.default_rng(0).random((50, 4, 4)), y=np.arange(50) % 5)
+    np.savez(path, x=np.random.default_rng(0).random((50, 4, 4)), y=np.arange(50) % 2)
     splits = load_splits(f"npz:{path}", SplitSizes(val_fraction=0.2, test_fraction=0.2), seed=0)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (32, 8, 10)
     with pytest.raises(DataError, match="unknown data source"):

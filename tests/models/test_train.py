@@ -80,3 +80,34 @@ def test_training_is_deterministic_for_a_seed(small_splits: tuple[Dataset, Datas
 def test_exit_weights_must_match_the_exits(small_splits: tuple[Dataset, Dataset]) -> None:
     with pytest.raises(ValueError, match="exit weights"):
         train(_tiny(), small_splits[0], replace(CONFIG, exit_weights=(1.0, 1.0)))  # type: ignore[arg-type]
+
+
+def test_epochs_come_from_a_step_budget_unless_given() -> None:
+    from models.train import MAX_AUTO_EPOCHS, TARGET_STEPS, auto_epochs, resolve_epochs
+
+    assert TARGET_STEPS == 500
+    assert auto_epochs(1294, 128) == 46  # digits: 11 steps an epoch, not 2 epochs = 22 steps
+    assert auto_epochs(55_000, 128) == 2  # MNIST-sized: 430 steps an epoch
+    assert auto_epochs(600_000, 128) == 1  # at least one pass over large data
+    assert auto_epochs(10, 128) == MAX_AUTO_EPOCHS
+    assert resolve_epochs(replace(CONFIG, epochs=None), 1294).epochs == 13  # batch 32
+    assert resolve_epochs(CONFIG, 1294).epochs == CONFIG.epochs
+
+
+def test_progress_stays_on_screen_with_a_line_per_epoch(
+    small_splits: tuple[Dataset, Dataset],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="models.train")
+    data = small_splits[0].take(slice(0, 128))
+    config = replace(CONFIG, epochs=2, batch_size=64, progress=True)
+    result = train(_tiny(), data, config)  # type: ignore[arg-type]
+    assert result.epochs == 2
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "joint epoch 2/2: 100%" in bar  # the finished bar is left, not cleared
+    assert bar.endswith("\n")
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "joint epoch 1/2",
+        "joint epoch 2/2",
+    ]
