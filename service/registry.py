@@ -19,17 +19,20 @@ from functools import cached_property
 from pathlib import Path
 
 from models.manifest import MANIFEST_FILE, NAME_PATTERN, Manifest, ManifestError, load_manifest
-from service.errors import BadRequest, NotFound
+from service.errors import BadRequest, NotFound, NotReady
 from service.jobs import ByteBudget, row_state_bytes
 from service.metrics import Metrics
 from service.policies import ExitPolicy, resolve_policy
 from service.runtime import ModelRuntime
 from service.scheduler import BatchTrace, Pipeline, PipelineSpec
+from service.sessions import ProviderError
 from service.settings import Settings
 from service.types import PolicyOverride
+from service.verification import VersionMismatch
 
 log = logging.getLogger(__name__)
 VERSION_PATTERN = r"^[0-9]{1,9}$"
+_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*")  # an absolute path in a message
 NO_OVERRIDE = PolicyOverride()
 
 
@@ -78,19 +81,23 @@ class ModelRegistry:
 
     def scan(self) -> dict[str, list[str]]:
         """Model name -> versions found on disk (folders holding a manifest)."""
-        found: dict[str, list[str]] = {}
         root = self._settings.model_repository
-        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            if not re.match(NAME_PATTERN, model_dir.name):
-                continue
-            versions = [
+        found = {p.name: self.scan_one(p.name) for p in sorted(root.iterdir()) if p.is_dir()}
+        return {name: versions for name, versions in found.items() if versions}
+
+    def scan_one(self, name: str) -> list[str]:
+        """The versions of one model on disk (empty for a name that is not a model)."""
+        folder = self._settings.model_repository / name
+        if not re.match(NAME_PATTERN, name) or not folder.is_dir():
+            return []
+        return sorted(
+            (
                 v.name
-                for v in model_dir.iterdir()
+                for v in folder.iterdir()
                 if re.match(VERSION_PATTERN, v.name) and (v / MANIFEST_FILE).is_file()
-            ]
-            if versions:
-                found[model_dir.name] = sorted(versions, key=int)
-        return found
+            ),
+            key=int,
+        )
 
     async def load_all(self) -> None:
         """Load every version on disk; a broken one is logged and left out, not fatal."""
@@ -108,7 +115,7 @@ class ModelRegistry:
             return await self._load(name, version)
 
     async def _load(self, name: str, version: str | None) -> list[str]:
-        on_disk = self.scan().get(name, [])
+        on_disk = self.scan_one(name)
         wanted = on_disk if version is None else [v for v in on_disk if v == version]
         if not wanted:
             what = f"model '{name}'" + ("" if version is None else f" version '{version}'")
@@ -126,7 +133,8 @@ class ModelRegistry:
         return wanted
 
     def _build(self, name: str, version: str) -> Loaded:
-        """Blocking: read the manifest, create and warm the sessions (worker thread)."""
+        """Blocking: read the manifest, create the sessions, check them against the manifest
+        and warm them through every segment (worker thread); ModelLoadError says why not."""
         folder = self._settings.model_repository / name / version
         try:
             manifest = load_manifest(folder)
@@ -212,7 +220,7 @@ class ModelRegistry:
         """A loaded version; the highest loaded one when `version` is None."""
         table = self._models.get(name)
         if not table or (version is not None and version not in table):
-            raise self._not_found(name, version)
+            raise self._not_serving(name, version)
         return table[version] if version is not None else table[max(table, key=int)]
 
     def names(self) -> list[str]:
@@ -229,6 +237,17 @@ class ModelRegistry:
             return NotFound(f"model '{name}' is not loaded")
         return NotFound(f"model '{name}' has no version '{version}'")
 
+    def _not_serving(self, name: str, version: str | None) -> NotFound | NotReady:
+        """404 for what the repository lacks; 503 (Retry-After) for what it has but does
+        not serve (unloaded, or its load failed): a client may retry the second, not the first."""
+        what = f"model '{name}'" + ("" if version is None else f" version '{version}'")
+        on_disk = self.scan_one(name)
+        if not on_disk:
+            return NotFound(f"{what} is not in the model repository")
+        if version is not None and version not in on_disk:
+            return NotFound(f"model '{name}' has no version '{version}'")
+        return NotReady(f"{what} is in the model repository but not loaded")
+
 
 def _check_name(name: str, version: str | None) -> None:
     if not re.match(NAME_PATTERN, name):
@@ -238,9 +257,9 @@ def _check_name(name: str, version: str | None) -> None:
 
 
 def _reason(exc: Exception, folder: Path) -> str:
-    """A client-safe reason: the manifest's own message, else the kind of failure."""
-    if isinstance(exc, ManifestError):
-        return str(exc).replace(str(folder), "<version>")
+    """A client-safe reason: our own checks' message without paths, else the failure's kind."""
+    if isinstance(exc, (ManifestError, VersionMismatch, ProviderError)):
+        return _PATH.sub("<path>", str(exc).replace(str(folder), "<version>"))
     if exc.__class__.__module__.startswith("onnxruntime"):
         return "a segment is not a valid ONNX model for onnxruntime"
     return f"{type(exc).__name__} while creating sessions"

@@ -22,14 +22,14 @@ import onnxruntime as ort
 
 from models.manifest import Manifest, Segment
 from service.ort_graphs import ELEM_TYPES, concat_model, gather_model
-from service.sessions import Placement, choose_placement, create_session
+from service.sessions import Placement, ProviderError, choose_placement, create_session
 from service.settings import Settings
+from service.verification import VersionMismatch, check_output, check_signatures, warm_up_input
 
 log = logging.getLogger(__name__)
 
 Hidden: TypeAlias = npt.NDArray[Any] | ort.OrtValue
 MAX_CONCAT_ARITY = 8  # wider merges are done in rounds, so few graphs are ever built
-NP_DTYPES: dict[str, type[np.floating[Any]]] = {"FP32": np.float32, "FP16": np.float16}
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,26 @@ class ModelRuntime:
         self._graphs: dict[tuple[int, ...], ort.InferenceSession] = {}
         self._graphs_lock = threading.Lock()
         self._label = f"model '{manifest.name}' version '{manifest.version}'"
-        self._sessions = [
-            create_session(version_dir / seg.file, settings, self.placement, self._where(seg))
-            for seg in manifest.segments
-        ]
+        self._sessions = [self._open(version_dir, seg) for seg in manifest.segments]
+        check_signatures(manifest, self._sessions)
         log.info("%s: %s, io_binding=%s", self._label, self.placement.provider, self.bound)
+
+    def _open(self, version_dir: Path, seg: Segment) -> ort.InferenceSession:
+        """Segment k's session; a file onnxruntime cannot read is named, not traced."""
+        try:
+            return create_session(
+                version_dir / seg.file, self._settings, self.placement, self._where(seg)
+            )
+        except ProviderError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own classes, one per failure kind
+            raise VersionMismatch(
+                f"segments[{seg.index}] ({seg.file}) is not a valid ONNX model for onnxruntime"
+            ) from exc
 
     @property
     def num_segments(self) -> int:
         return len(self._sessions)
-
-    def input_dtype(self) -> type[np.floating[Any]]:
-        return NP_DTYPES[self.manifest.input.datatype]
 
     def run(self, k: int, x: Hidden) -> SegmentOutput:
         """Run segment k on a batch; stage 0 takes a host array, later ones `hidden`."""
@@ -156,12 +164,15 @@ class ModelRuntime:
             return sess
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
-        """Run the whole chain (and the row graphs) once per batch size before traffic."""
-        shape = self.manifest.input.shape
+        """Run the whole chain (and the row graphs) once per batch size before traffic,
+        checking every segment's outputs: a version that loads must be able to answer."""
+        classes = len(self.manifest.labels)
         for n in batch_sizes:
-            x: Hidden = np.zeros((n, *shape), dtype=self.input_dtype())
-            for k in range(self.num_segments):
-                out = self.run(k, x)
+            x: Hidden = warm_up_input(self.manifest, n)
+            for seg in self.manifest.segments:
+                out = self._warm_run(seg, x, n)
+                hidden_shape = None if out.hidden is None else _shape(out.hidden)
+                check_output(seg, classes, n, out.probs, hidden_shape)
                 if out.hidden is None:
                     break
                 # exercise the row graphs the scheduler uses between stages
@@ -169,6 +180,15 @@ class ModelRuntime:
                 x = self.take(self.concat([out.hidden, self.take(out.hidden, rows[:1])]), rows)
         if self.bound:
             self._prebuild_concat_graphs()
+
+    def _warm_run(self, seg: Segment, x: Hidden, n: int) -> SegmentOutput:
+        try:
+            return self.run(seg.index, x)
+        except Exception as exc:  # onnxruntime's message says which node and dimension
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise VersionMismatch(
+                f"segments[{seg.index}] ({seg.file}) failed its warm-up run with {n} rows: {reason}"
+            ) from exc
 
     def _prebuild_concat_graphs(self) -> None:
         for seg in self.manifest.segments:
@@ -185,6 +205,10 @@ class ModelRuntime:
 
     def _where(self, seg: Segment) -> str:
         return f"{self._label} segment {seg.index}"
+
+
+def _shape(x: Hidden) -> tuple[int, ...]:
+    return tuple(x.shape()) if isinstance(x, ort.OrtValue) else tuple(x.shape)
 
 
 def _elem_type(x: ort.OrtValue) -> int:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.api.context import ModelName, ModelVersion, dataplane, json_response
 from service.api.docs import LOOKUP_ERRORS, errors
-from service.errors import NotFound, NotReady
+from service.errors import NotReady
 from service.protocol.schema import ModelMetadataResponse, ModelReadyResponse
 
 router = APIRouter(tags=["models"])
@@ -20,6 +20,8 @@ M = "/v2/models/{model_name}"
 MV = "/v2/models/{model_name}/versions/{model_version}"
 _STATS_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "Triton statistics JSON"}}
 _CONFIG_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "Triton model config JSON"}}
+# 404: not in the repository; 503: in it but not serving (unloaded, load failed, starting)
+LOOKUP: dict[int | str, dict[str, Any]] = {**LOOKUP_ERRORS, **errors(503)}
 
 
 @router.get("/v2/models/stats", name="model_stats", responses={**_STATS_DOC})
@@ -28,14 +30,12 @@ async def all_stats(request: Request) -> Response:
     return json_response(dataplane(request).model_stats())
 
 
-@router.get(M, name="model_metadata", response_model=ModelMetadataResponse, responses=LOOKUP_ERRORS)
+@router.get(M, name="model_metadata", response_model=ModelMetadataResponse, responses=LOOKUP)
 async def metadata(request: Request, model_name: ModelName) -> Response:
     return _metadata(request, model_name, None)
 
 
-@router.get(
-    MV, name="model_metadata", response_model=ModelMetadataResponse, responses=LOOKUP_ERRORS
-)
+@router.get(MV, name="model_metadata", response_model=ModelMetadataResponse, responses=LOOKUP)
 async def version_metadata(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:
@@ -46,7 +46,7 @@ async def version_metadata(
     f"{M}/ready",
     name="model_ready",
     response_model=ModelReadyResponse,
-    responses={**LOOKUP_ERRORS, **errors(503)},
+    responses=LOOKUP,
 )
 async def ready(request: Request, model_name: ModelName) -> Response:
     return _ready(request, model_name, None)
@@ -56,7 +56,7 @@ async def ready(request: Request, model_name: ModelName) -> Response:
     f"{MV}/ready",
     name="model_ready",
     response_model=ModelReadyResponse,
-    responses={**LOOKUP_ERRORS, **errors(503)},
+    responses=LOOKUP,
 )
 async def version_ready(
     request: Request, model_name: ModelName, model_version: ModelVersion
@@ -64,24 +64,24 @@ async def version_ready(
     return _ready(request, model_name, model_version)
 
 
-@router.get(f"{M}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP_ERRORS})
+@router.get(f"{M}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP})
 async def config(request: Request, model_name: ModelName) -> Response:
     return _config(request, model_name, None)
 
 
-@router.get(f"{MV}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP_ERRORS})
+@router.get(f"{MV}/config", name="model_config", responses={**_CONFIG_DOC, **LOOKUP})
 async def version_config(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:
     return _config(request, model_name, model_version)
 
 
-@router.get(f"{M}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP_ERRORS})
+@router.get(f"{M}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP})
 async def stats(request: Request, model_name: ModelName) -> Response:
     return _stats(request, model_name, None)
 
 
-@router.get(f"{MV}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP_ERRORS})
+@router.get(f"{MV}/stats", name="model_stats", responses={**_STATS_DOC, **LOOKUP})
 async def version_stats(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:
@@ -94,17 +94,12 @@ def _metadata(request: Request, name: str, version: str | None) -> Response:
 
 
 def _ready(request: Request, name: str, version: str | None) -> Response:
-    """404 for a model or version the repository lacks; 503 while it is not serving."""
+    """404 for a model or version the repository lacks; 503 while it is not serving
+    (starting, draining, unloaded, or its load failed), so a probe knows to come back."""
     plane = dataplane(request)
-    if name not in plane.model_names():
-        if not plane.ready:  # starting or draining: models may be (un)loading
-            raise NotReady("server is not ready: starting, or draining for shutdown")
-        raise NotFound(f"unknown model {name!r}")
-    if version is not None and version not in plane.versions(name):
-        raise NotFound(f"model {name!r} has no version {version!r}")
+    served = plane.manifest(name, version).version  # raises NotFound or NotReady
     if not plane.model_ready(name, version):
         raise NotReady(f"model {name!r} is not ready")
-    served = version or plane.manifest(name, None).version
     return json_response({"name": name, "version": served, "ready": True})
 
 

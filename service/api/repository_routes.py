@@ -14,7 +14,7 @@ from service.api.admin import require_admin
 from service.api.body import read_body
 from service.api.context import ModelName, dataplane, json_response
 from service.api.docs import errors
-from service.errors import BadRequest
+from service.errors import BadRequest, PayloadTooLarge
 from service.protocol.json_body import load_object, show
 
 router = APIRouter(
@@ -58,7 +58,13 @@ async def unload(request: Request, model_name: ModelName) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await read_body(request, MAX_ADMIN_BODY)
+    try:
+        raw = await read_body(request, MAX_ADMIN_BODY)
+    except PayloadTooLarge:  # its message names max_body_bytes, the inference limit
+        raise PayloadTooLarge(
+            f"repository request body is larger than the {MAX_ADMIN_BODY} bytes "
+            "an admin request may have (a fixed limit)"
+        ) from None
     return load_object(raw) if raw.strip() else {}
 
 

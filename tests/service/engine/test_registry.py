@@ -116,7 +116,8 @@ def test_unload_a_version_then_the_model(
             await plane.unload_model("tiny")
             assert plane.model_names() == []
             assert not plane.ready
-            with pytest.raises(NotFound, match="model 'tiny' is not loaded"):
+            # in the repository but not loaded: 503 (come back), not 404 (no such model)
+            with pytest.raises(NotReady, match="model 'tiny' is in the model repository but not"):
                 await plane.infer(InferenceInput("tiny", None, reference.x[:1]))
             await plane.load_model("tiny")
             assert plane.ready

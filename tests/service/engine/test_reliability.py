@@ -245,7 +245,7 @@ def test_unknown_model_or_version_is_not_found(make_settings: Callable[..., Sett
     async def test() -> None:
         async with started(make_settings()) as plane:
             x = np.zeros((1, 1, 28, 28), np.float32)
-            with pytest.raises(NotFound, match="model 'nope' is not loaded"):
+            with pytest.raises(NotFound, match="model 'nope' is not in the model repository"):
                 await plane.infer(InferenceInput("nope", None, x))
             with pytest.raises(NotFound, match="model 'tiny' has no version '7'"):
                 await plane.infer(InferenceInput("tiny", "7", x))
