@@ -12,7 +12,9 @@ refuses per-session pools, so from then on every session in the process uses it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,10 @@ CUDA = "CUDAExecutionProvider"
 
 _lock = threading.Lock()
 _global_pool: tuple[int, int] | None = None
-_cuda_ok: bool | None = None
+_cuda: tuple[bool, str] | None = None  # (usable, why), probed once per process
+_announced: set[Placement] = set()
+ORT_DEFAULT_SEVERITY = 2  # onnxruntime's own default (warning); this server never changes it
+ORT_QUIET = 4  # fatal only
 
 
 class ProviderError(RuntimeError):
@@ -45,40 +50,78 @@ class Placement:
 
 
 def choose_placement(settings: Settings) -> Placement:
-    """CUDA where it can be created (device=auto|cuda), else CPU."""
+    """CUDA where it can be created (device=auto|cuda), else CPU; says which, once."""
     if settings.device == "cpu":
-        return Placement(CPU, "cpu")
-    if cuda_available():
-        return Placement(CUDA, "cuda")
+        return _announce(Placement(CPU, "cpu"), "device=cpu")
+    usable, why = cuda_probe()
+    if usable:
+        return _announce(Placement(CUDA, "cuda"), f"device={settings.device}: {why}")
     if settings.device == "cuda":
-        raise ProviderError("device=cuda, but onnxruntime cannot create its CUDA provider")
-    return Placement(CPU, "cpu")
+        raise ProviderError(f"device=cuda, but onnxruntime cannot use CUDA: {why}")
+    return _announce(Placement(CPU, "cpu"), f"device=auto and {why}")
+
+
+def _announce(placement: Placement, why: str) -> Placement:
+    """One INFO line per process and placement: the operator's answer to "CPU or GPU?"."""
+    with _lock:
+        if placement not in _announced:
+            _announced.add(placement)
+            log.info("onnxruntime execution provider: %s (%s)", placement.provider, why)
+    return placement
 
 
 def cuda_available() -> bool:
-    """Whether a CUDA session can really be created; probed once per process.
+    """Whether a CUDA session can really be created; probed once per process."""
+    return cuda_probe()[0]
+
+
+def cuda_probe() -> tuple[bool, str]:
+    """(usable, why): whether onnxruntime can run sessions on CUDA here, and the reason.
 
     `get_available_providers` lists CUDA whenever onnxruntime-gpu is installed, even on a
-    host without a GPU or without the CUDA libraries, so only a real session tells.
+    host without a GPU or without the CUDA libraries, so only a real session tells. Its
+    failure is logged by onnxruntime in red at error level on every CPU-only start, so the
+    probe runs with onnxruntime's logger quieted and finds the reason itself.
     """
-    global _cuda_ok
+    global _cuda
     with _lock:
-        if _cuda_ok is None:
-            _cuda_ok = _probe_cuda()
-            log.info("CUDA execution provider %s", "available" if _cuda_ok else "unavailable")
-        return _cuda_ok
+        if _cuda is None:
+            _cuda = _probe_cuda()
+        return _cuda
 
 
-def _probe_cuda() -> bool:
+def _probe_cuda() -> tuple[bool, str]:
     if CUDA not in ort.get_available_providers():
-        return False
+        return False, "this onnxruntime build has no CUDA provider"
     from service.ort_graphs import gather_model  # a tiny graph is enough to probe
 
+    ort.set_default_logger_severity(ORT_QUIET)
     try:
         sess = ort.InferenceSession(gather_model(1, 2), providers=[CUDA, CPU])
-    except Exception:  # any failure means "no CUDA here"
-        return False
-    return bool(sess.get_providers()[0] == CUDA)
+        got = sess.get_providers()[0]
+    except Exception as exc:  # any failure means "no CUDA here"
+        return False, f"CUDA provider failed: {type(exc).__name__}"
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT_SEVERITY)
+    if got == CUDA:
+        return True, "CUDA provider available"
+    return False, f"CUDA provider unavailable: {_cuda_library_problem()}"
+
+
+def _cuda_library_problem() -> str:
+    """Why onnxruntime's CUDA provider library does not load, in the loader's own words.
+
+    Loaded the way onnxruntime loads it (the shared bridge first, with global symbols);
+    called only after onnxruntime itself fell back to CPU, so a working GPU host never
+    loads anything here.
+    """
+    capi = Path(ort.__file__).parent / "capi"
+    try:
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=os.RTLD_GLOBAL)
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_cuda.so"))
+    except OSError as exc:
+        return str(exc).replace(str(capi) + os.sep, "")
+    return "its libraries load, but no usable GPU or driver was found"
 
 
 def session_options(settings: Settings) -> ort.SessionOptions:
@@ -137,5 +180,5 @@ def create_session(
     got = sess.get_providers()[0]
     if got != placement.provider:
         raise ProviderError(f"{label}: wanted {placement.provider}, onnxruntime gave {got}")
-    log.info("%s runs on %s", label, got)
+    log.debug("%s runs on %s", label, got)
     return sess
