@@ -3,6 +3,7 @@
 Content-Length is checked up front; a chunked body is counted as it streams in. Triton
 clients may compress requests (Content-Encoding gzip or deflate); the limit then also
 bounds the decompressed size, so a small bomb cannot grow into a large allocation.
+A client that hangs up before its body is complete is ClientGone (499), not a server error.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import zlib
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMediaType
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -21,17 +23,24 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in _WBITS and encoding != "identity":
         raise UnsupportedMediaType("Content-Encoding: only gzip, deflate or identity")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(_too_large(max_bytes))
+    try:
+        body = await _read_all(request, max_bytes)
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection before sending the whole body") from None
+    return body if encoding == "identity" else _decompress(body, encoding, max_bytes)
+
+
+async def _read_all(request: Request, max_bytes: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(_too_large(max_bytes))
         chunks.append(chunk)
-    body = b"".join(chunks)
-    return body if encoding == "identity" else _decompress(body, encoding, max_bytes)
+    return b"".join(chunks)
 
 
 def _decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -21,32 +21,54 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+class _Watch:
+    """Watches the connection from WATCH_AFTER_S on; a hang-up cancels the work."""
+
+    def __init__(self, request: Request, work: asyncio.Future[Any]) -> None:
+        self.request = request
+        self.work: asyncio.Future[Any] | None = work
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        if self.work is not None and not self.work.done():
+            self.task = asyncio.get_running_loop().create_task(_disconnected(self.request))
+            self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and self.work is not None:
+            self.work.cancel()
+
+    @property
+    def hung_up(self) -> bool:
+        return self.task is not None and self.task.done() and not self.task.cancelled()
+
+    def close(self) -> None:
+        """Stop watching and let go of the work: its error's traceback holds our frames."""
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        self.work = None
+
+
 async def unless_disconnected(request: Request, work: asyncio.Future[T]) -> T:
     """Await `work`; if the client hangs up first, cancel it and raise ClientGone.
 
     Cancelling the data plane's future marks the request dead, so the scheduler skips its
     queued rows instead of computing answers nobody will read. The connection is watched
-    only once the work has taken WATCH_AFTER_S.
+    only once the work has taken WATCH_AFTER_S. No frame here keeps `work` once it is done:
+    a future holding an error (a timeout) whose traceback holds the frame holding the
+    future is a reference cycle, and it would keep the request's body alive.
     """
-    loop = asyncio.get_running_loop()
-    watch: list[asyncio.Task[None]] = []
-
-    def start_watch() -> None:
-        if not work.done():
-            task = loop.create_task(_disconnected(request))
-            task.add_done_callback(lambda t: t.cancelled() or work.cancel())
-            watch.append(task)
-
-    timer = loop.call_later(WATCH_AFTER_S, start_watch)
+    watch = _Watch(request, work)
     try:
         return await work
     except asyncio.CancelledError:
-        if watch and watch[0].done() and not watch[0].cancelled():
+        if watch.hung_up:
             raise ClientGone(
                 "the client closed the connection before the answer was ready"
             ) from None
         raise
     finally:
-        timer.cancel()
-        for task in watch:
-            task.cancel()
+        watch.close()
+        del work

@@ -47,6 +47,9 @@ class FastInfer:
             response = await serve_infer(Request(scope, receive), name, version)
         except ExitServeError as exc:
             response = exitserve_response(exc)
+            # As Starlette does for routed requests: the error may outlive this request
+            # (a timed-out future still queued) and its traceback's frames hold the body.
+            exc.__traceback__ = None
         await response(scope, receive, send)
 
 
