@@ -89,7 +89,11 @@ def main(
             gpubench.write_gpu_only(out, gpubench.measure(repo, model, load, run, command))
             click.echo(f"wrote the GPU section of {out}")
             return
-        command = f"make bench  # python -m loadtest.bench {flags}" + (" --quick" if quick else "")
+        command = (
+            f"python -m loadtest.bench --quick --out {out}"
+            if quick
+            else f"make bench  # python -m loadtest.bench {flags}"
+        )
         res = Results(run={**run, "command": command}, machine=facts())
         roles = benchcpu.run_cpu(res, repo, model, load)
         gpu = gpubench.measure(repo, model, load, run, command)
