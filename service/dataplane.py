@@ -222,8 +222,10 @@ def check_input(manifest: Manifest, data: npt.NDArray[Any], max_rows: int) -> np
     if data.dtype.kind not in "fiu":
         raise BadRequest(f"inputs[0] must be numeric, got {data.dtype}")
     data = np.ascontiguousarray(data, dtype=NP_DTYPES[manifest.input.datatype])
+    # The one finiteness check, for every transport; after the cast, so a value beyond
+    # the input type's range (inf once cast) is caught too.
     if not np.isfinite(data).all():
-        raise BadRequest("inputs[0] contains NaN or infinity")
+        raise BadRequest(f"inputs[0] contains NaN or infinity (or a value beyond {data.dtype})")
     return data
 
 

@@ -14,20 +14,22 @@ import orjson
 
 from models.manifest import Manifest
 from service.errors import BadRequest
-from service.protocol.json_body import load_object
+from service.protocol.json_body import check_json_size, load_object
+from service.protocol.json_data import number_kinds
 from service.protocol.parameters import parse_parameters
-from service.protocol.tensors import finite
 from service.types import InferenceInput, InferenceResult
 
 
 def decode_predict(body: bytes, manifest: Manifest, max_samples: int) -> InferenceInput:
     """Parse and check a v1 predict request against the model's input spec."""
+    shape = manifest.input.shape
+    check_json_size(len(body), math.prod(shape), max_samples, "the request body")
     doc = load_object(body)
     instances = doc.get("instances")
     if not isinstance(instances, list) or not 1 <= len(instances) <= max_samples:
         raise BadRequest(f"instances: must be a list of 1 to {max_samples} samples")
     options = parse_parameters(doc.get("parameters"))
-    shape = manifest.input.shape
+    number_kinds(instances, "instances")
     try:
         arr = np.asarray(instances, dtype=np.float32)
     except (ValueError, TypeError):
@@ -40,7 +42,7 @@ def decode_predict(body: bytes, manifest: Manifest, max_samples: int) -> Inferen
             f"instances: each must have shape {shape} or be "
             f"{math.prod(shape)} flat numbers, got {list(arr.shape[1:])}"
         )
-    data = finite(arr.reshape(n, *shape), "instances")
+    data = arr.reshape(n, *shape)
     return InferenceInput(manifest.name, manifest.version, data, options.policy)
 
 

@@ -6,19 +6,23 @@ pydantic model walks the arrays.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from models.manifest import Manifest
 from service.errors import BadRequest
-from service.protocol.json_body import load_object, show
+from service.protocol.json_body import check_json_size, load_object, show
+from service.protocol.json_data import from_json
 from service.protocol.outputs import OutputRequest, parse_outputs
 from service.protocol.parameters import parse_parameters
-from service.protocol.tensors import F32, check_shape, from_binary, from_json
+from service.protocol.tensors import F32, check_shape, from_binary
 from service.types import InferenceInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_ID = 256  # ids are echoed in responses and messages; keep them short
+_BYTE_COUNT = re.compile(r"[0-9]{1,12}")  # not int(): it takes "1_234", " 12", "+12", "١٢"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ def decode_infer(
 ) -> DecodedInfer:
     """Parse and check a v2 infer request against the model's input spec."""
     head, tail = split_body(body, header_length)
+    sample_values = math.prod(manifest.input.shape)
+    check_json_size(len(head), sample_values, max_samples, "the request's JSON")
     doc = load_object(head, "request JSON")
     request_id = doc.get("id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID):
@@ -53,10 +59,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
     view = memoryview(body)
     if header_length is None:
         return view, view[len(view) :]
-    try:
-        n = int(header_length)
-    except ValueError:
-        n = -1
+    n = int(header_length) if _BYTE_COUNT.fullmatch(header_length) else -1
     if not 0 < n <= len(body):
         raise BadRequest(
             f"{HEADER_LENGTH}: must be the JSON header's byte count, between "

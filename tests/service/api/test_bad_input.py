@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from service.protocol.json_body import JSON_BYTES_PER_VALUE, JSON_ENVELOPE_BYTES
 from tests.service.api.v2helpers import (
     BODY_LIMIT,
     HEADER,
@@ -50,6 +51,13 @@ _BIN, _BIN_HEADERS = _binary()
 _NAN_BIN = _binary(np.full((1, 1, 28, 28), np.nan, np.float32))
 _INF_BIN = _binary(np.full((1, 1, 28, 28), np.inf, np.float32))
 _SHORT = _binary(np.zeros((2, 1, 28, 28), np.float32))
+_V1 = f"/v1/models/{MODEL}:predict"
+# What MAX_SAMPLES samples can take as JSON (service.protocol.json_body): a longer body,
+# though within BODY_LIMIT, is refused before it is parsed.
+_JSON_BUDGET = JSON_ENVELOPE_BYTES + MAX_SAMPLES * 784 * JSON_BYTES_PER_VALUE
+_TOO_LONG = _tensor(data=[0.5] * (_JSON_BUDGET // 4))
+assert _JSON_BUDGET < len(_TOO_LONG) < BODY_LIMIT
+_LENGTH_1_234 = _BIN_HEADERS[HEADER][:1] + "_" + _BIN_HEADERS[HEADER][1:]  # int() reads it
 
 CORPUS = [
     Bad("malformed JSON", b'{"inputs": [', 400, "not valid JSON"),
@@ -125,6 +133,24 @@ CORPUS = [
         headers=_SHORT[1],
     ),
     Bad("body over the limit", b"[" + b"0.5," * (BODY_LIMIT // 4) + b"0]", 413, "max_body_bytes"),
+    Bad("JSON longer than any valid request", _TOO_LONG, 413, "max_samples_per_request"),
+    Bad(
+        "v1 JSON longer than any valid request",
+        b'{"instances": [[' + b"0.5," * (_JSON_BUDGET // 4) + b"0.5]]}",
+        413,
+        "max_samples_per_request",
+        path=f"/v1/models/{MODEL}:predict",
+    ),
+    Bad("data as number strings", _tensor(data=["0.5"] * 784), 400, "inputs[0].data"),
+    Bad("data as booleans", _tensor(data=[True] * 784), 400, "inputs[0].data"),
+    Bad("a boolean among the data", _tensor(data=[0.5] * 783 + [False]), 400, "true/false"),
+    Bad("INT64 2**63", _tensor(datatype="INT64", data=[2**63] + [0] * 783), 400, "int64 range"),
+    Bad("UINT8 256", _tensor(datatype="UINT8", data=[256] + [0] * 783), 400, "uint8 range"),
+    Bad(
+        "v1 number strings", orjson.dumps({"instances": [["0.5"] * 784]}), 400, "numbers", path=_V1
+    ),
+    Bad("binary header length 1_234", _BIN, 400, HEADER, headers={HEADER: _LENGTH_1_234}),
+    Bad("binary header length +N", _BIN, 400, HEADER, headers={HEADER: "+" + _BIN_HEADERS[HEADER]}),
     Bad("unknown model", json_request(ONE), 404, "nope", path="/v2/models/nope/infer"),
     Bad(
         "unknown version", json_request(ONE), 404, "9", path=f"/v2/models/{MODEL}/versions/9/infer"

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from models.manifest import Manifest
-from service.errors import BadRequest
+from service.errors import BadRequest, PayloadTooLarge
+from service.protocol.json_body import JSON_ENVELOPE_BYTES
 from service.protocol.outputs import OUTPUT_NAMES, OutputRequest
 from service.protocol.v1 import decode_predict, encode_predict
 from service.protocol.v2_decode import HEADER_LENGTH, decode_infer
@@ -55,9 +56,14 @@ def _json(x: np.ndarray = X, **extra: Any) -> bytes:
     return orjson.dumps({"inputs": [tensor], **extra})
 
 
-def _with_data(data: list[Any]) -> bytes:
-    tensor = {"name": "input", "shape": [1, 1, 4, 4], "datatype": "FP32", "data": data}
+def _with_data(data: list[Any], datatype: str = "FP32") -> bytes:
+    tensor = {"name": "input", "shape": [1, 1, 4, 4], "datatype": datatype, "data": data}
     return orjson.dumps({"inputs": [tensor]})
+
+
+def _underscored(digits: str) -> str:
+    """The same number as Python's int() reads '1_234'."""
+    return digits[:1] + "_" + digits[1:]
 
 
 def _binary(x: np.ndarray = X, datatype: str = "FP32", **extra: Any) -> tuple[bytes, str]:
@@ -150,12 +156,31 @@ BAD: list[tuple[str, bytes, str | None, str]] = [
         "inputs[0].parameters.binary_data_size",
     ),
     ("binary data without header", _binary()[0], None, "not valid JSON"),
+    ("number strings", _with_data(["0.5"] * 16), None, "inputs[0].data: must hold numbers"),
+    ("booleans", _with_data([True] * 16), None, "found true/false"),
+    ("a boolean among numbers", _with_data([0.5] * 15 + [False]), None, "found true/false"),
+    ("INT64 2**63", _with_data([2**63] + [0] * 15, "INT64"), None, "outside the int64 range"),
     (
-        "NaN in binary",
-        _binary(np.full((1, 1, 4, 4), np.nan, np.float32))[0],
-        _binary(np.full((1, 1, 4, 4), np.nan, np.float32))[1],
-        "NaN",
+        "INT64 -2**63-1",
+        _with_data([0] * 16, "INT64").replace(b"[0,", b"[-9223372036854775809,", 1),
+        None,
+        "outside the int64 range",
     ),
+    (
+        "UINT64 2**64",
+        _with_data([0] * 16, "UINT64").replace(b"[0,", b"[18446744073709551616,", 1),
+        None,
+        "outside the uint64 range",
+    ),
+    ("UINT8 -1", _with_data([-1] + [0] * 15, "UINT8"), None, "outside the uint8 range"),
+    ("INT8 128", _with_data([128] + [0] * 15, "INT8"), None, "outside the int8 range"),
+    ("INT32 2**31 as float", _with_data([2.0**31] + [0] * 15, "INT32"), None, "int32 range"),
+    ("INT16 not whole", _with_data([1.5] + [0] * 15, "INT16"), None, "whole numbers"),
+    ("FP16 past its range", _with_data([7e4] + [0] * 15, "FP16"), None, "FP16 range"),
+    ("header length 1_234 form", _binary()[0], _underscored(_binary()[1]), HEADER_LENGTH),
+    ("header length with a sign", _binary()[0], "+" + _binary()[1], HEADER_LENGTH),
+    ("header length with a space", _binary()[0], " " + _binary()[1], HEADER_LENGTH),
+    ("header length in other digits", _binary()[0], "\u0661\u0662", HEADER_LENGTH),
 ]
 
 
@@ -165,6 +190,32 @@ def test_bad_requests_name_the_field(body: bytes, length: str | None, names: str
         decode_infer(body, length, MANIFEST, 8)
     assert names in err.value.message
     assert err.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [("INT64", 2**63 - 1), ("INT64", -(2**63)), ("UINT64", 2**64 - 1), ("INT8", -128)],
+)
+def test_integer_datatypes_take_their_whole_range(datatype: str, value: int) -> None:
+    data = decode_infer(_with_data([value] + [0] * 15, datatype), None, MANIFEST, 8).request.data
+    assert data[0, 0, 0, 0] == np.float32(value)
+
+
+def test_json_longer_than_any_valid_request_is_refused_before_parsing() -> None:
+    """8 samples of 16 values fit in 64 KiB + 8 * 16 * 32 bytes; this is not even JSON."""
+    with pytest.raises(PayloadTooLarge) as err:
+        decode_infer(b"[" * (JSON_ENVELOPE_BYTES + 8 * 16 * 32 + 1), None, MANIFEST, 8)
+    assert "max_samples_per_request" in err.value.message
+    with pytest.raises(PayloadTooLarge):
+        decode_predict(b"[" * (JSON_ENVELOPE_BYTES + 8 * 16 * 32 + 1), MANIFEST, 8)
+    with pytest.raises(BadRequest, match="not valid JSON"):  # one byte less: parsed
+        decode_infer(b"[" * (JSON_ENVELOPE_BYTES + 8 * 16 * 32), None, MANIFEST, 8)
+
+
+def test_non_finite_values_are_left_to_the_data_plane() -> None:
+    """Checked once, in dataplane.check_input, for every transport (not again here)."""
+    body, length = _binary(np.full((1, 1, 4, 4), np.nan, np.float32))
+    assert np.isnan(decode_infer(body, length, MANIFEST, 8).request.data).all()
 
 
 def _result(n: int = 2) -> InferenceResult:
