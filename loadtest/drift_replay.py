@@ -115,14 +115,14 @@ def serve(
             policy = controller.policy
         exits[rows] = route(policy, [p[rows] for p in outputs.probs])
         if controller is not None:
-            shadow[rows] = _observe(controller, outputs, rows, exits[rows], last, now)
+            shadow[rows] = observe(controller, outputs, rows, exits[rows], last, now)
             if controller.due(now):
                 controller.step(now)
     label = outputs.pred[np.arange(n), exits]
     return Served(exits, label, shadow)
 
 
-def _observe(
+def observe(
     controller: FidelityController,
     outputs: Outputs,
     rows: slice,
