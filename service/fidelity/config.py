@@ -91,7 +91,7 @@ class FidelityConfig(BaseModel):
         "models react and recover within a bounded number of samples, not seconds",
     )
     boost_steps: int = Field(
-        5,
+        3,
         ge=0,
         description="steps at max_shadow_fraction after a threshold change, to confirm it",
     )

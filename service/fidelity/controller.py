@@ -165,7 +165,8 @@ class FidelityController:
     def _alarm(self, changed: bool) -> bool:
         """Whether the sampler should shadow at its maximum until the next step.
 
-        After a change (for `boost_steps` steps, to confirm it quickly); while the answers
+        After a change (for `boost_steps` steps, to confirm it, and to judge the later
+        exits, whose traffic it changed); while the answers
         being given have too little evidence to judge or clearly disagree; and while an
         exit above its floor might come back down, since only evidence brings it back.
         """
@@ -271,9 +272,10 @@ class FidelityController:
         return ExitStatus(k, state, estimate.threshold, self._threshold(k, calibrated), estimate)
 
     def _estimate(self, k: int, index: int) -> Estimate:
-        """The agreement at an index; at "off", the comparisons at the surest point."""
+        """The agreement at an index; for a switched-off exit, at its calibrated threshold
+        (what switching it back on as calibrated would give)."""
         curve_k = self._curves[k]
-        i = min(index, rules.disabled(curve_k) - 1)
+        i = index if index < rules.disabled(curve_k) else self._calibrated[k]
         p = curve_k.agreement[i]
         return Estimate(
             threshold=self._threshold(k, index),
