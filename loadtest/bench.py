@@ -26,6 +26,7 @@ from loadtest.benchtext import plot
 from loadtest.doccheck import stray_numbers
 from loadtest.figures import Json, Results, to_json
 from loadtest.machine import facts
+from loadtest.peers.runner import PEERS, check_installed
 from loadtest.wrk import wrk_path
 from models.data import load_mnist
 from models.paths import bundled_repository
@@ -47,6 +48,12 @@ QUICK_OUT = Path("build/bench-quick/benchmarks.md")
     help=f"smoke run: {QUICK['rounds']} round of {QUICK['seconds']} s on {QUICK['samples']} "
     f"samples, written to {QUICK_OUT} unless --out says otherwise; not figures to cite",
 )
+@click.option(
+    "--peers",
+    multiple=True,
+    type=click.Choice(sorted(PEERS)),
+    help="also measure this optional peer (install: python -m loadtest.peers install NAME)",
+)
 @click.option("--gpu-only", is_flag=True, help="run only the GPU section and splice it in")
 @click.option(
     "--render-only", is_flag=True, help="measure nothing: rewrite the markdown from its json"
@@ -59,6 +66,7 @@ def main(
     rounds: int,
     samples: int,
     quick: bool,
+    peers: tuple[str, ...],
     gpu_only: bool,
     render_only: bool,
 ) -> None:
@@ -67,6 +75,8 @@ def main(
         rerender(out or Path("docs/benchmarks.md"))
         return
     wrk_path()  # no light client, no figures: fail before anything runs
+    for name in peers:
+        check_installed(PEERS[name])
     if quick:
         seconds, rounds, samples = QUICK["seconds"], int(QUICK["rounds"]), int(QUICK["samples"])
     out = out or (QUICK_OUT if quick else Path("docs/benchmarks.md"))
@@ -74,6 +84,7 @@ def main(
     test = load_mnist("t10k")
     x, y = test.x[:samples], test.y[:samples]
     flags = f"--seconds {seconds:g} --rounds {rounds} --samples {samples}"
+    flags += "".join(f" --peers {p}" for p in peers)
     run = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "mode": "quick" if quick else "full",
@@ -95,7 +106,7 @@ def main(
             else f"make bench  # python -m loadtest.bench {flags}"
         )
         res = Results(run={**run, "command": command}, machine=facts())
-        roles = benchcpu.run_cpu(res, repo, model, load)
+        roles = benchcpu.run_cpu(res, repo, model, load, peers)
         gpu = gpubench.measure(repo, model, load, run, command)
     finish(res, roles, gpu, out)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from loadtest import inprocess, servingloop
+from loadtest.benchpeers import compare_peers
 from loadtest.benchsteps import (
     Load,
     Step,
@@ -50,7 +51,9 @@ ROLES = {
 }
 
 
-def run_cpu(res: Results, repo: Path, model: str, load: Load) -> dict[str, tuple[str, str]]:
+def run_cpu(
+    res: Results, repo: Path, model: str, load: Load, peers: tuple[str, ...] = ()
+) -> dict[str, tuple[str, str]]:
     """Every CPU comparison; returns which row plays which role in the targets."""
     n, secs = res.run["rounds"], res.run["seconds"]
     res.run.update(inproc_batch=INPROC_BATCH, loop_32=BATCH_CLIENTS, loop_1=SINGLE_CLIENTS)
@@ -69,6 +72,8 @@ def run_cpu(res: Results, repo: Path, model: str, load: Load) -> dict[str, tuple
         click.echo("threshold sweep")
         rounds(sweep_steps(res, model, load, srv), n)
         res.accuracy["sweep"] = sweep_accuracy(url_of(srv, model), load)
+        if peers:
+            compare_peers(res, peers, repo, model, load, srv)
     click.echo("scheduling modes")
     rounds(scheduling_steps(res, repo, model, load), n)
     return ROLES

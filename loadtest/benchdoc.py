@@ -24,6 +24,7 @@ TABLE_TITLES = {
     "c1": "Concurrency 1",
     "scheduling": "Stage batching vs naive early exit vs no batching (one server per mode)",
     "sweep": "Threshold sweep (confidence threshold on every exit)",
+    "peers": "Against what a user would run instead (optional peers, full depth)",
 }
 
 
@@ -140,6 +141,28 @@ def sweep_accuracy(doc: Json) -> list[str]:
     return ["", f"Accuracy on the same images at each threshold (Python client): {cells}."]
 
 
+def peers(doc: Json) -> list[str]:
+    """The peers' table and their labels against exitserve's, when this run had peers."""
+    if not doc["tables"].get("peers"):
+        return []
+    checks = [
+        f"{doc['run']['peers'][name]}: accuracy {a['accuracy']:.4f} on {a['images']} images, "
+        f"labels equal to exitserve full depth's on {a['agreement_with_full_depth']:.4f} of them"
+        for name, a in doc["accuracy"].get("peers", {}).items()
+    ]
+    return [
+        f"## {TABLE_TITLES['peers']}",
+        "",
+        "The same segments in onnxruntime behind each peer, same wrk bodies, one sample per "
+        "request; a peer runs every sample to the last exit.",
+        "",
+        *table(doc["tables"]["peers"]),
+        "",
+        *[f"- {c}." for c in checks],
+        "",
+    ]
+
+
 def generated(doc: Json, images: list[str]) -> list[str]:
     tabs = doc["tables"]
 
@@ -166,6 +189,7 @@ def generated(doc: Json, images: list[str]) -> list[str]:
         "",
         *section("c1"),
         *section("scheduling"),
+        *peers(doc),
         "## The calibrated policy vs the oracle",
         "",
         *oracle(doc),

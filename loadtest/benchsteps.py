@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import click
 import numpy as np
@@ -27,10 +28,21 @@ from loadtest.report import (
     machine_share,
     process_cpu_s,
 )
-from loadtest.server import LiveServer
 from loadtest.wrk import Bodies, run_wrk, write_bodies
 
 Step = Callable[[], None]
+
+
+class Server(Protocol):
+    """What a measurement needs of whatever answers: exitserve, or a peer."""
+
+    url: str
+
+    def cpu_seconds(self) -> float: ...
+
+    def exit_counts(self, model: str) -> list[float]: ...
+
+
 Array = npt.NDArray[np.float32]
 Params = Mapping[str, object] | None  # a request's v2 `parameters`
 
@@ -60,7 +72,7 @@ class Load:
         return write_bodies(self.requests(per, params), self.folder)
 
 
-def url_of(srv: LiveServer, model: str) -> str:
+def url_of(srv: Server, model: str) -> str:
     return f"{srv.url}/v2/models/{model}/infer"
 
 
@@ -70,7 +82,7 @@ def _exits(before: list[float], after: list[float]) -> list[float]:
     return [d / total for d in diff] if total else []
 
 
-def observed(srv: LiveServer, model: str, run: Callable[[], Report]) -> Report:
+def observed(srv: Server, model: str, run: Callable[[], Report]) -> Report:
     """A run with the server's CPU share and (when the client reads none) its exit counts."""
     exits, busy = srv.exit_counts(model), machine_jiffies()
     cpu, start = srv.cpu_seconds(), time.perf_counter()
@@ -81,7 +93,7 @@ def observed(srv: LiveServer, model: str, run: Callable[[], Report]) -> Report:
     return replace(rep, server_cpu=server, machine_cpu=machine, exit_distribution=dist)
 
 
-def warm(srv: LiveServer, model: str, bodies: Bodies) -> None:
+def warm(srv: Server, model: str, bodies: Bodies) -> None:
     """A second of load before the first measurement on a fresh server (not recorded)."""
     run_wrk(url_of(srv, model), bodies, 8, 1.0)
 
@@ -90,7 +102,7 @@ def wrk_step(
     res: Results,
     table: str,
     name: str,
-    srv: Callable[[], LiveServer],
+    srv: Callable[[], Server],
     model: str,
     bodies: Bodies,
     connections: int,
@@ -111,7 +123,7 @@ def python_step(
     res: Results,
     table: str,
     row: Row,
-    srv: Callable[[], LiveServer],
+    srv: Callable[[], Server],
     model: str,
     run: Callable[[str], Report],
 ) -> Step:

@@ -73,6 +73,11 @@ def results(python_rates: tuple[float, ...] = (400.0, 410.0, 420.0)) -> Results:
     res.add("saturation", py)
     for name, p50 in ((C1, 0.7), (C1_PY, 0.9), (C1_NO_INLINE, 1.1)):
         res.add("c1", Row(name, "x", 1, 1, [report(900.0, p50 + i / 100) for i in range(3)]))
+    peer = "Triton (PyTriton), dynamic batcher"
+    res.run["peers"] = {"triton": peer}
+    res.add(
+        "peers", Row(f"{peer}, 32 clients", "wrk", 32, 1, [report(103.0 + i) for i in range(3)])
+    )
     res.scalars = {
         "inproc_ee": [2100.0, 2150.0, 2125.0],
         "inproc_fd": [410.0, 420.0, 415.0],
@@ -90,6 +95,7 @@ def results(python_rates: tuple[float, ...] = (400.0, 410.0, 420.0)) -> Results:
         "full_depth": 0.9898,
         "loss_pp": 0.46,
         "agreement": 0.991,
+        "peers": {"triton": {"images": 512, "accuracy": 0.9941, "agreement_with_full_depth": 1.0}},
     }
     return res
 
@@ -113,6 +119,7 @@ def test_a_rendered_document_passes_and_a_typed_number_does_not(tmp_path: Path) 
     markdown, doc = render(tmp_path, results())
     assert stray_numbers(markdown, doc) == []
     assert "2031-02-03 04:05 UTC" in markdown
+    assert "labels equal to exitserve full depth's on 1.0000 of them" in markdown
     assert "Example CPU 9000, 3 cores usable (7 present)" in markdown  # read, not typed
     typed = markdown.replace(GEN_END, "Latency fell from 2.35 to 1.45 ms.\n" + GEN_END)
     assert stray_numbers(typed, doc) == ["2.35", "1.45"]
