@@ -225,5 +225,5 @@ def write_doc(doc: Json, out: Path, images: list[str], gpu_block: str) -> None:
     """Write the json and the markdown beside it."""
     text = document(doc, out.read_text() if out.exists() else "", images, gpu_block)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     out.write_text(text)

@@ -188,15 +188,29 @@ def targets(d: Json) -> list[Json]:
 def to_json(res: Results, names: dict[str, tuple[str, str]], gpu: Json | None) -> Json:
     """The whole run as one dictionary: docs/benchmarks.json."""
     d = derived(res, names)
-    return {
-        "schema": SCHEMA,
-        "run": res.run,
-        "machine": res.machine,
-        "tables": {t: [row_json(r) for r in rows] for t, rows in res.tables.items()},
-        "scalars": {k: spread(v) for k, v in res.scalars.items()},
-        "accuracy": res.accuracy,
-        "derived": d,
-        "targets": targets(d),
-        "notes": res.notes,
-        "gpu": gpu,
-    }
+    doc: Json = finite(
+        {
+            "schema": SCHEMA,
+            "run": res.run,
+            "machine": res.machine,
+            "tables": {t: [row_json(r) for r in rows] for t, rows in res.tables.items()},
+            "scalars": {k: spread(v) for k, v in res.scalars.items()},
+            "accuracy": res.accuracy,
+            "derived": d,
+            "targets": targets(d),
+            "notes": res.notes,
+            "gpu": gpu,
+        }
+    )
+    return doc
+
+
+def finite(node: Any) -> Any:
+    """The same structure with NaN and infinities as None: strict JSON, and no 'nan' in prose."""
+    if isinstance(node, dict):
+        return {k: finite(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [finite(v) for v in node]
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    return node

@@ -21,7 +21,7 @@ from loadtest import devicechain, servingloop
 from loadtest.benchdoc import GEN_BEGIN, GEN_END, between, fmt, table
 from loadtest.benchsteps import Load, Step, labels_of, rounds, url_of, wrk_step
 from loadtest.doccheck import stray_numbers
-from loadtest.figures import Json, Results, per_round, row_json, spread
+from loadtest.figures import Json, Results, finite, per_round, row_json, spread
 from loadtest.server import running_server
 from service.sessions import cuda_available
 
@@ -172,6 +172,7 @@ def _section(res: Results, env: dict[str, str]) -> Section:
         "rows": [row_json(r) for r in res.tables["gpu"]],
         "accuracy": res.accuracy,
     }
+    doc = finite(doc)
     return Section(render(doc), doc)
 
 
@@ -246,7 +247,7 @@ def write_gpu_only(out: Path, section: Section) -> None:
     text = splice(out.read_text() if out.exists() else "", section.lines)
     if stray := stray_numbers(text, data):
         raise click.ClickException(f"{out}: numbers not in the json: {stray}")
-    doc_json.write_text(json.dumps(data, indent=1) + "\n")
+    doc_json.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
     out.write_text(text)
 
 
