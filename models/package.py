@@ -109,11 +109,12 @@ def gated(report: ReportData, config: BuildConfig) -> ReportData:
             reference_option=report.reference,
         )
     )
+    report = replace(report, warnings=verdict.warnings)
     if verdict.refusals and not config.force:
         reasons = "\n".join(f"  - {r}" for r in verdict.refusals)
         message = f"{report.model} not published (--force publishes anyway):\n{reasons}"
         raise QualityError(message, summary(report))
-    return replace(report, warnings=verdict.warnings, forced=verdict.refusals)
+    return replace(report, forced=verdict.refusals)
 
 
 def measure(trained: Trained, config: BuildConfig) -> ReportData:

@@ -73,6 +73,10 @@ def test_the_report_leads_with_what_happened(digits_npz: Path, tmp_path: Path) -
     assert _figure(result.output, "final exit accuracy") == round(
         100 * report["test_accuracy_per_exit"][-1], 2
     )
+    test = report["test_accuracy_per_exit"]
+    better = [k + 1 for k in range(len(test) - 1) if test[k] > test[-1]]
+    said = re.findall(r"WARNING: exit (\d) is more accurate than the final exit", result.output)
+    assert said == ([str(max(better, key=lambda k: (test[k - 1], k)))] if better else [])
     markdown = (out / "digits" / "1" / "calibration.md").read_text()
     assert "| on the test set | |" in markdown
     assert "| final exit accuracy |" in markdown
