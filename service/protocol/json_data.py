@@ -1,9 +1,9 @@
 """A v2 tensor's JSON `data` as FP32: numbers only, counted before conversion, in range.
 
 numpy converts whatever it is given: the string "0.5" and `true` become numbers, and a
-JSON integer past INT64's range passes a check made in float64. So the values' types are
-checked first (one pass over the leaves in C, cheaper than the conversion that follows),
-and integer data is converted to its own datatype, which refuses what does not fit.
+JSON integer past INT64's range passes a check made in float64. So strings, null and
+booleans are refused by type, and integer data is converted to its own datatype, which
+refuses what does not fit.
 """
 
 from __future__ import annotations
@@ -25,34 +25,56 @@ _JSON_NAMES = {str: "strings", bool: "true/false", type(None): "null", dict: "ob
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
-def from_json(data: Any, datatype: object, shape: list[int], field: str) -> F32:
-    """JSON numbers, flat or nested, as FP32 in `shape`; a 400 naming `field` otherwise."""
+def from_json(
+    data: Any, datatype: object, shape: list[int], field: str, may_hold_booleans: bool = True
+) -> F32:
+    """JSON numbers, flat or nested, as FP32 in `shape`; a 400 naming `field` otherwise.
+
+    `may_hold_booleans`: whether the JSON text has a `true` or `false` anywhere (see numbers).
+    """
     dtype = numpy_dtype(datatype, f"{field}.datatype")
     where = f"{field}.data"
-    kinds = _number_kinds(data, shape, where)
+    rows = _counted_rows(data, shape, where)
     if dtype.kind == "f":
-        arr = _convert(data, np.dtype(np.float32), where)
+        arr = numbers(data, where, may_hold_booleans, rows)
         if dtype.itemsize < 4 and arr.size and float(np.abs(arr).max()) > _FP16_MAX:
             raise BadRequest(f"{where}: values outside the {datatype} range")
     else:
-        arr = _integers(data, kinds, dtype, where)
-    return arr.astype(np.float32, copy=False).reshape(shape)
+        arr = _integers(data, _kinds(rows, where), dtype, where)
+    with np.errstate(over="ignore"):  # past FP32: inf, refused by the data plane
+        return arr.astype(np.float32).reshape(shape)
 
 
-def _number_kinds(data: Any, shape: list[int], where: str) -> set[type]:
-    """The leaves' types, once their count fits `shape` (before any conversion)."""
+def numbers(
+    data: Any, where: str, may_hold_booleans: bool, rows: list[Any] | None = None
+) -> npt.NDArray[Any]:
+    """`data` as a numeric array, refusing strings, null and booleans.
+
+    numpy's own dtype discovery (cheaper than converting straight to FP32) gives away
+    strings, null and booleans alone; a boolean among numbers only a look at every item
+    finds, made only when the JSON text holds a `true` or `false` at all.
+    """
+    arr = _convert(data, None, where)
+    if arr.dtype.kind in "fiu" and not may_hold_booleans:
+        return arr
+    _kinds(rows if rows is not None else _innermost(data, where), where)
+    return arr if arr.dtype.kind in "fiu" else _convert(data, np.dtype(np.float64), where)
+
+
+def has_boolean_literal(text: bytes, end: int) -> bool:
+    """Whether the JSON in `text[:end]` may hold a boolean (a fast byte search)."""
+    return text.find(b"true", 0, end) >= 0 or text.find(b"false", 0, end) >= 0
+
+
+def _counted_rows(data: Any, shape: list[int], where: str) -> list[Any]:
+    """The innermost lists, once their values' count fits `shape` (before any conversion)."""
     if not isinstance(data, list):
         raise BadRequest(f"{where}: must be a list of numbers, flat or nested")
     rows = _innermost(data, where)
     need, count = math.prod(shape), sum(map(len, rows))
     if count != need:
         raise BadRequest(f"{where}: {count} values, but shape {shape} needs {need}")
-    return _kinds(rows, where)
-
-
-def number_kinds(data: list[Any], where: str) -> set[type]:
-    """The Python types of the innermost items, which must all be numbers."""
-    return _kinds(_innermost(data, where), where)
+    return rows
 
 
 def _innermost(data: list[Any], where: str) -> list[Any]:
@@ -106,10 +128,9 @@ def _within(low: float, high: float, dtype: np.dtype[Any]) -> bool:
     return (low > -bound if bits == 64 else low >= -bound) and high < bound
 
 
-def _convert(data: Any, dtype: np.dtype[Any], where: str) -> npt.NDArray[Any]:
+def _convert(data: Any, dtype: np.dtype[Any] | None, where: str) -> npt.NDArray[Any]:
     try:
-        with np.errstate(over="ignore"):  # past FP32: inf, refused by the data plane
-            return np.asarray(data, dtype=dtype)
+        return np.asarray(data, dtype=dtype)
     except ValueError:
         raise BadRequest(
             f"{where}: must be numbers, as a flat list or nested lists of equal length"

@@ -14,7 +14,7 @@ from typing import Any
 from models.manifest import Manifest
 from service.errors import BadRequest
 from service.protocol.json_body import check_json_size, load_object, show
-from service.protocol.json_data import from_json
+from service.protocol.json_data import from_json, has_boolean_literal
 from service.protocol.outputs import OutputRequest, parse_outputs
 from service.protocol.parameters import parse_parameters
 from service.protocol.tensors import F32, check_shape, from_binary
@@ -46,7 +46,8 @@ def decode_infer(
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID):
         raise BadRequest(f"id: must be a string of at most {MAX_ID} characters")
     options = parse_parameters(doc.get("parameters"))
-    data = _input(doc.get("inputs"), tail, manifest, max_samples)
+    booleans = has_boolean_literal(body, len(head))
+    data = _input(doc.get("inputs"), tail, manifest, max_samples, booleans)
     outputs = parse_outputs(doc.get("outputs"), options.binary_output)
     request = InferenceInput(
         manifest.name, manifest.version, data, options.policy, request_id or ""
@@ -68,7 +69,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
     return view[:n], view[n:]
 
 
-def _input(raw: object, tail: memoryview, manifest: Manifest, max_samples: int) -> F32:
+def _input(
+    raw: object, tail: memoryview, manifest: Manifest, max_samples: int, booleans: bool
+) -> F32:
     """The one input tensor, from JSON `data` or from the binary tail (which it must fill)."""
     spec = manifest.input
     if not isinstance(raw, list) or len(raw) != 1:
@@ -87,7 +90,7 @@ def _input(raw: object, tail: memoryview, manifest: Manifest, max_samples: int) 
         _no_stray_bytes(tail, 0)
         if "data" not in tensor:
             raise BadRequest(f"{field}.data: missing; send data or parameters.binary_data_size")
-        return from_json(tensor["data"], datatype, shape, field)
+        return from_json(tensor["data"], datatype, shape, field, booleans)
     if "data" in tensor:
         raise BadRequest(f"{field}: send either data or parameters.binary_data_size, not both")
     if size > len(tail):

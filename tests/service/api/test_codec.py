@@ -201,6 +201,14 @@ def test_integer_datatypes_take_their_whole_range(datatype: str, value: int) -> 
     assert data[0, 0, 0, 0] == np.float32(value)
 
 
+def test_a_true_elsewhere_in_the_body_does_not_refuse_numeric_data() -> None:
+    """Booleans among numbers are looked for when the text has a true/false at all."""
+    decoded = decode_infer(_json(parameters={"full_depth": True}), None, MANIFEST, 8)
+    np.testing.assert_array_equal(decoded.request.data, X)
+    body = orjson.dumps({"instances": X.tolist(), "parameters": {"full_depth": True}})
+    np.testing.assert_array_equal(decode_predict(body, MANIFEST, 8).data, X)
+
+
 def test_json_longer_than_any_valid_request_is_refused_before_parsing() -> None:
     """8 samples of 16 values fit in 64 KiB + 8 * 16 * 32 bytes; this is not even JSON."""
     with pytest.raises(PayloadTooLarge) as err:
