@@ -185,7 +185,8 @@ def summary(data: ReportData) -> list[str]:
     """The closing lines of a build: the headline, then anything that went wrong."""
     width = max(len(what) for what, _ in headline(data))
     lines = [f"  {what:<{width}}  {value}" for what, value in headline(data)]
-    lines.append(f"  (test set: {data.test_samples} samples; validation: {data.val_samples})")
+    if data.test_samples:  # unknown (0) in reports written before it was recorded
+        lines.append(f"  (test set: {data.test_samples} samples; validation: {data.val_samples})")
     lines += [f"WARNING: {w}" for w in data.warnings]
     lines += [f"WARNING: published with --force although {r}" for r in data.forced]
     return lines
@@ -200,9 +201,7 @@ def markdown(data: ReportData) -> str:
             f"# Calibration report: {data.model}",
             "",
             f"Tolerance {data.tolerance_pp:g} pp below {data.reference_name}; default policy "
-            f"`{data.default_policy}`. Test set {data.test_samples} samples, validation "
-            f"{data.val_samples}; baseline (chance or majority class) "
-            f"{pct(data.baseline_accuracy)}%.",
+            f"`{data.default_policy}`.{_sizes(data)}",
             "",
             "| on the test set | |",
             "|---|---|",
@@ -214,6 +213,15 @@ def markdown(data: ReportData) -> str:
             *_policy_table(data),
             "",
         ]
+    )
+
+
+def _sizes(data: ReportData) -> str:
+    if not data.test_samples:  # a report written before these were recorded
+        return ""
+    return (
+        f" Test set {data.test_samples} samples, validation {data.val_samples}; baseline "
+        f"(chance or majority class) {pct(data.baseline_accuracy)}%."
     )
 
 
