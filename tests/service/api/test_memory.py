@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
-from tests.service.api.v2helpers import HEADER, MODEL
+from tests.service.api.v2helpers import HEADER, MODEL, binary_request
 from tests.service.conftest import LiveServer, LiveServerFactory
 
 BODY_BYTES = 16 << 20
@@ -56,11 +57,13 @@ BODIES: dict[str, tuple[Callable[[], Body], int, int]] = {
 }
 
 
+ALLOCATOR = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}
+
+
 @pytest.fixture(scope="module")
 def large_bodies_server(live_server: LiveServerFactory) -> Iterator[LiveServer]:
     args = ["--max-body-bytes", str(BODY_BYTES), "--max-samples-per-request", "1024"]
-    env = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}
-    with live_server(args=[*args, "--device", "cpu"], env=env) as server:
+    with live_server(args=[*args, "--device", "cpu"], env=ALLOCATOR) as server:
         yield server
 
 
@@ -100,3 +103,25 @@ def test_refused_large_bodies_leave_resident_memory_flat(
             check(f"after {i + 1} sequential bodies")
         list(pool.map(lambda _: _refused(server, body), range(concurrent)))
         check(f"after {concurrent} concurrent bodies")
+
+
+def test_timed_out_requests_leave_resident_memory_flat(live_server: LiveServerFactory) -> None:
+    """A 504 is set on the request's future; raised from it, its traceback held the frame
+    holding that future: a cycle keeping the body and the decoded samples (~10 MB here)."""
+    x = np.random.default_rng(0).random((1024, 1, 28, 28)).astype(np.float64)
+    body, headers = binary_request(x, "FP64", parameters={"full_depth": True})
+    args = ["--max-body-bytes", str(BODY_BYTES), "--max-samples-per-request", "1024"]
+    args += ["--request-timeout-s", "0.001", "--max-batch-size", "1", "--device", "cpu"]
+    with (
+        live_server(args=args, env=ALLOCATOR) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        path = f"/v2/models/{MODEL}/infer"
+        for _ in range(2):  # warm-up
+            assert client.post(path, content=body, headers=headers).status_code == 504
+        baseline = rss_mb(server.process.pid)
+        for i in range(30):
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == 504, response.text
+            grown = rss_mb(server.process.pid) - baseline
+            assert grown < GROWTH_MB, f"RSS grew {grown:.0f} MB after {i + 1} timeouts"
