@@ -143,11 +143,12 @@ def _trickle(sock: socket.socket) -> bool:
     try:
         sock.sendall(b"s")
         sock.settimeout(0)
-        return sock.recv(1) == b""  # any byte is the server's answer: not open anymore
+        sock.recv(1)
     except BlockingIOError:
-        return True
+        return True  # nothing to read: neither answered nor closed
     except OSError:
         return False
+    return False  # the server's answer, or the end of the stream
 
 
 class Streamer(threading.Thread):
