@@ -63,7 +63,11 @@ COPY --from=builder /opt/venv /opt/venv
 # /models (or point EXITSERVE_MODEL_REPOSITORY / --model-repository elsewhere) to serve
 # your own.
 COPY models/repository /models
-ENV PATH=/opt/venv/bin:$PATH \
+# glibc: buffers of 1 MiB and more (request bodies, parsed JSON) go back to the kernel when
+# freed, and two arenas instead of eight per core, so RSS falls back after bursts of large
+# requests instead of staying at its peak (docs/reliability.md, "Request bodies and memory").
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576:glibc.malloc.arena_max=2 \
+    PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     EXITSERVE_HOST=0.0.0.0 \
