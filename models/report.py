@@ -168,7 +168,7 @@ def headline(data: ReportData) -> list[tuple[str, str]]:
         ("final exit accuracy", f"{pct(data.test_accuracy_per_exit[-1])}%"),
         (
             f"calibrated accuracy ({data.default_policy})",
-            f"{pct(test.accuracy)}% ({-drop:+.2f} pp vs {data.reference_name}; "
+            f"{pct(test.accuracy)}% ({0.0 - round(drop, 2):+.2f} pp vs {data.reference_name}; "
             f"tolerance {data.tolerance_pp:g} pp)",
         ),
         ("leaving early", f"{100 * early:.1f}% of samples"),
@@ -254,7 +254,7 @@ def _policy_table(data: ReportData) -> list[str]:
         rows.append(
             f"| {policy} | {thresholds} | {pct(choice.val.accuracy)} "
             f"| {choice.val.compute_fraction:.3f} | {pct(test.accuracy)} "
-            f"| {100 * (reference - test.accuracy):.2f} "
+            f"| {round(100 * (reference - test.accuracy), 2) + 0.0:.2f} "
             f"| {100 * (1 - test.exit_distribution[-1]):.1f} | {test.compute_fraction:.3f} "
             f"| {1 / test.compute_fraction:.1f}x | {dist} |"
         )
