@@ -153,8 +153,9 @@ def peers(doc: Json) -> list[str]:
     return [
         f"## {TABLE_TITLES['peers']}",
         "",
-        "The same segments in onnxruntime behind each peer, same wrk bodies, one sample per "
-        "request; a peer runs every sample to the last exit.",
+        "The same segments in onnxruntime behind each peer, the same wrk bodies as exitserve "
+        "(JSON where a peer reads only JSON), one sample per request; a peer runs every "
+        "sample to the last exit.",
         "",
         *table(doc["tables"]["peers"]),
         "",

@@ -1,21 +1,23 @@
 """exitserve against what a user would run instead: optional peers serving the same segments
-at full depth (`make bench` with `--peers triton`), interleaved round by round with
-exitserve early exit and full depth, the same wrk bodies, labels checked equal.
+at full depth (`make bench --peers triton --peers litserve`), interleaved round by round
+with exitserve early exit and full depth, the same wrk bodies (JSON ones for a peer that
+reads only JSON, sent to exitserve too), labels checked equal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
 
 from loadtest.benchsteps import Load, Server, Step, labels_of, rounds, url_of, warm, wrk_step
 from loadtest.figures import Results
-from loadtest.peers.runner import PEERS, LivePeer, running_peer
+from loadtest.peers.runner import PEERS, VENVS, LivePeer, PeerKind, running_peer
+from loadtest.wrk import Bodies
 
 TABLE = "peers"
+LOGS = VENVS / "logs"
 CLIENTS = ((32, "32 clients"), (1, "concurrency 1"))
 FD = {"full_depth": True}
 
@@ -23,38 +25,72 @@ FD = {"full_depth": True}
 def compare_peers(
     res: Results, names: tuple[str, ...], repo: Path, model: str, load: Load, srv: Server
 ) -> None:
-    """Start every named peer, then measure them and exitserve, round by round."""
-    with ExitStack() as stack:
-        version, peers = repo / model / "1", []
-        for name in names:
-            log = load.folder / f"peer-{name}.log"
-            peers.append(stack.enter_context(running_peer(PEERS[name], version, model, log)))
-        res.run["peers"] = {p.kind.name: p.kind.label for p in peers}
-        single, secs = load.bodies(1), res.run["seconds"]
-        ours = {"exitserve early exit": single, "exitserve full depth": load.bodies(1, FD)}
-        steps: dict[str, Step] = {}
-        for conns, text in CLIENTS:
-            for who, bodies in ours.items():
-                name = f"{who}, {text}"
+    """exitserve's rows and each peer's, round by round; a peer runs only for its own step
+    (started, warmed, measured, stopped), so an idle peer never takes CPU from the others."""
+    kinds = [PEERS[n] for n in names]
+    res.run["peers"] = {k.name: k.label for k in kinds}
+    secs, encodings = res.run["seconds"], sorted({k.encoding for k in kinds})
+    single: dict[str, Bodies] = {e: load.bodies(1, None, e) for e in encodings}
+    steps: dict[str, Step] = {}
+    for conns, text in CLIENTS:
+        for e in encodings:
+            for mode, params in (("early exit", None), ("full depth", FD)):
+                name = f"exitserve {mode}{'' if e == 'binary' else ' (JSON)'}, {text}"
+                bodies = load.bodies(1, params, e)
                 steps[name] = wrk_step(res, TABLE, name, lambda: srv, model, bodies, conns, secs)
-            for peer in peers:
-                name = f"{peer.kind.label}, {text}"
-                steps[name] = wrk_step(res, TABLE, name, _fixed(peer), model, single, conns, secs)
-        for peer in peers:
-            warm(peer, model, single)
-        click.echo("peers")
-        rounds(steps, res.run["rounds"])
-        res.accuracy["peers"] = {p.kind.name: _agreement(p, srv, model, load) for p in peers}
+    for kind in kinds:
+        steps[kind.name] = _peer_step(res, kind, (repo / model / "1", model), load, srv, single)
+    click.echo("peers")
+    rounds(steps, res.run["rounds"])
 
 
-def _fixed(peer: LivePeer) -> Callable[[], Server]:
-    return lambda: peer
+def _peer_step(
+    res: Results,
+    kind: PeerKind,
+    where: tuple[Path, str],
+    load: Load,
+    srv: Server,
+    single: Mapping[str, Bodies],
+) -> Step:
+    """Start the peer, warm it, measure it at each client count, check its labels once."""
+    (version, model), bodies = where, single[kind.encoding]
+    holder: list[LivePeer] = []
+    measures = [
+        wrk_step(
+            res,
+            TABLE,
+            f"{kind.label}, {text}",
+            _first(holder),
+            model,
+            bodies,
+            conns,
+            res.run["seconds"],
+        )
+        for conns, text in CLIENTS
+    ]
+
+    def step() -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with running_peer(kind, version, model, LOGS / f"{kind.name}.log") as peer:
+            holder[:] = [peer]
+            warm(peer, model, bodies)
+            for measure in measures:
+                measure()
+            checks = res.accuracy.setdefault("peers", {})
+            if kind.name not in checks:
+                checks[kind.name] = _agreement(peer, srv, model, load)
+
+    return step
+
+
+def _first(holder: list[LivePeer]) -> Callable[[], Server]:
+    return lambda: holder[0]
 
 
 def _agreement(peer: LivePeer, srv: Server, model: str, load: Load) -> dict[str, float]:
     """The peer's labels against exitserve full depth on the same images, each once."""
     per = 32 if len(load.x) >= 32 else 1
-    theirs, truth = labels_of(url_of(peer, model), load.requests(per))
+    theirs, truth = labels_of(url_of(peer, model), load.requests(per, None, peer.kind.encoding))
     ours, _ = labels_of(url_of(srv, model), load.requests(per, FD))
     return {
         "images": len(truth),

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loadtest import inprocess
-from loadtest.client import EncodedRequest, encode
+from loadtest.client import EncodedRequest, Encoding, encode
 from loadtest.figures import Results, Row
 from loadtest.generators import Bounds, answers, closed_loop, open_loop, sequential
 from loadtest.report import (
@@ -63,13 +63,15 @@ class Load:
     y: npt.NDArray[np.int64]
     folder: Path
 
-    def requests(self, per: int, params: Params = None) -> list[EncodedRequest]:
+    def requests(
+        self, per: int, params: Params = None, encoding: Encoding = "binary"
+    ) -> list[EncodedRequest]:
         n, xs, ys, p = len(self.x) // per * per, self.x, self.y, dict(params or {})
-        return [encode(xs[i : i + per], ys[i : i + per], "binary", p) for i in range(0, n, per)]
+        return [encode(xs[i : i + per], ys[i : i + per], encoding, p) for i in range(0, n, per)]
 
-    def bodies(self, per: int, params: Params = None) -> Bodies:
+    def bodies(self, per: int, params: Params = None, encoding: Encoding = "binary") -> Bodies:
         """A rotating set of real images: nothing the server could cache between requests."""
-        return write_bodies(self.requests(per, params), self.folder)
+        return write_bodies(self.requests(per, params, encoding), self.folder)
 
 
 def url_of(srv: Server, model: str) -> str:

@@ -1,5 +1,6 @@
 -- exitserve's wrk script: POST prepared v2 binary bodies, rotating, and print a JSON summary.
--- Arguments (after `--`): the bodies file and its index ("offset length header_length" per line).
+-- Arguments (after `--`): the bodies file and its index ("offset length header_length" per line;
+-- header_length 0 marks a JSON body, anything else a v2 binary body with that JSON header).
 -- Every request is formatted once in init(), so request() costs a table lookup.
 
 local reqs, n, i = {}, 0, 0
@@ -11,10 +12,13 @@ function init(args)
   for line in io.lines(args[2]) do
     local offset, length, head = line:match("^(%d+) (%d+) (%d+)$")
     offset, length = tonumber(offset), tonumber(length)
-    local headers = {
-      ["Content-Type"] = "application/octet-stream",
-      ["Inference-Header-Content-Length"] = head,
-    }
+    local headers = {["Content-Type"] = "application/json"}
+    if head ~= "0" then
+      headers = {
+        ["Content-Type"] = "application/octet-stream",
+        ["Inference-Header-Content-Length"] = head,
+      }
+    end
     n = n + 1
     reqs[n] = wrk.format("POST", nil, headers, data:sub(offset + 1, offset + length))
   end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 from loadtest.server import free_port
 
@@ -34,6 +36,7 @@ class PeerKind:
     label: str  # as the document names it
     packages: tuple[str, ...]
     module: str
+    encoding: Literal["binary", "json"] = "binary"  # the v2 bodies it reads
     # Triton's Python backend stub links the system's libpython, so its venv must use the
     # system interpreter, whose standard library matches that libpython.
     python: str = "/usr/bin/python3"
@@ -53,6 +56,14 @@ PEERS = {
         "Triton (PyTriton), dynamic batcher",
         ("nvidia-pytriton==0.7.0", f"onnxruntime-gpu=={metadata.version('onnxruntime-gpu')}"),
         "loadtest.peers.triton_peer",
+    ),
+    "litserve": PeerKind(
+        "litserve",
+        "LitServe",
+        ("litserve==0.2.19", f"onnxruntime-gpu=={metadata.version('onnxruntime-gpu')}"),
+        "loadtest.peers.litserve_peer",
+        encoding="json",  # LitServe parses JSON bodies only
+        python=sys.executable,
     ),
 }
 

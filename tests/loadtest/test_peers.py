@@ -34,5 +34,5 @@ def test_a_missing_peer_says_how_to_install_it() -> None:
     kind = PeerKind("nowhere", "no peer", (), "loadtest.peers.none", python="/bin/false")
     with pytest.raises(PeerMissing, match=r"python -m loadtest\.peers install nowhere"):
         check_installed(kind)
-    assert set(PEERS) == {"triton"}
+    assert set(PEERS) == {"triton", "litserve"}
     assert any(p.startswith("nvidia-pytriton==") for p in PEERS["triton"].packages)

@@ -49,10 +49,17 @@ def test_wrk_counts_refusals_as_errors(
     assert report.errors["non-2xx"] == report.requests > 0
 
 
-def test_json_bodies_are_refused_before_wrk_runs(mnist_samples, tmp_path: Path) -> None:
+def test_json_bodies_go_out_as_json(
+    live_server: LiveServerFactory, mnist_samples, tmp_path: Path
+) -> None:
     x, y = mnist_samples
-    with pytest.raises(ValueError, match="binary"):
-        write_bodies([encode(x[:1], y[:1], "json")], tmp_path)
+    bodies = write_bodies([encode(x[i : i + 1], y[i : i + 1], "json") for i in range(8)], tmp_path)
+    assert bodies.index.read_text().split("\n")[0].endswith(" 0")  # no binary header length
+    with live_server() as server:
+        report = run_wrk(f"{server.url}/v2/models/tiny/infer", bodies, 2, 1.0)
+    assert report.requests == report.ok > 0, report
+    with pytest.raises(ValueError, match="at least one"):
+        write_bodies([], tmp_path)
 
 
 def test_a_missing_wrk_fails_and_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
