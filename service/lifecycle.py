@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from service.metrics_port import MetricsPort
 from service.settings import Settings
 
 GC_GEN0_THRESHOLD = 20_000
@@ -35,7 +34,7 @@ class Lifecycle:
         self.dataplane, self.settings, self.registry = dataplane, settings, registry
         self._started = False
         self._stopping: asyncio.Future[None] | None = None
-        self._metrics: tuple[WSGIServer, threading.Thread] | None = None
+        self._metrics = MetricsPort(settings, registry) if settings.metrics_port else None
 
     async def start(self) -> None:
         """Load and warm the models, then open the metrics port (scrapes only once serving)."""
@@ -44,13 +43,8 @@ class Lifecycle:
         self._started = True
         await self.dataplane.start()
         settle_heap()
-        if self.settings.metrics_port:
-            self._metrics = start_http_server(
-                self.settings.metrics_port, self.settings.host, self.registry
-            )
-            log.info(
-                "metrics on http://%s:%d/metrics", self.settings.host, self.settings.metrics_port
-            )
+        if self._metrics is not None:
+            await self._metrics.start()
 
     async def drain(self) -> None:
         """Readiness off, answer what is queued and in flight, then close the metrics port."""
@@ -65,15 +59,8 @@ class Lifecycle:
         except TimeoutError:
             log.error("data plane did not stop within %.0f s", timeout)
         finally:
-            await asyncio.to_thread(self._close_metrics)
-
-    def _close_metrics(self) -> None:
-        if self._metrics is not None:
-            server, thread = self._metrics
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-            self._metrics = None
+            if self._metrics is not None:
+                await self._metrics.stop()
 
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
