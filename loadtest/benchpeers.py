@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from loadtest.benchsteps import Load, Server, Step, labels_of, rounds, url_of, warm, wrk_step
-from loadtest.figures import Results
+from loadtest.figures import Json, Results, per_round
 from loadtest.peers.runner import PEERS, VENVS, LivePeer, PeerKind, running_peer
 from loadtest.wrk import Bodies
 
@@ -42,6 +42,34 @@ def compare_peers(
         steps[kind.name] = _peer_step(res, kind, (repo / model / "1", model), load, srv, single)
     click.echo("peers")
     rounds(steps, res.run["rounds"])
+    res.extra["peers"] = {k.name: against_exitserve(res, k) for k in kinds}
+
+
+def against_exitserve(res: Results, kind: PeerKind) -> Json:
+    """The peer over exitserve (same bodies), round by round: throughput at 32 clients
+    against full depth and early exit, and p50 at concurrency 1."""
+    suffix = "" if kind.encoding == "binary" else " (JSON)"
+
+    def col(name: str, key: str) -> list[float]:
+        return [float(getattr(r, key)) for r in res.row(TABLE, name).reports]
+
+    peer32, peer1 = (
+        col(f"{kind.label}, 32 clients", "samples_per_s"),
+        f"{kind.label}, concurrency 1",
+    )
+    return {
+        "vs_full_depth_32": per_round(
+            peer32, col(f"exitserve full depth{suffix}, 32 clients", "samples_per_s"), "ratio"
+        ),
+        "vs_early_exit_32": per_round(
+            peer32, col(f"exitserve early exit{suffix}, 32 clients", "samples_per_s"), "ratio"
+        ),
+        "p50_c1_minus_full_depth_ms": per_round(
+            col(peer1, "p50_ms"),
+            col(f"exitserve full depth{suffix}, concurrency 1", "p50_ms"),
+            "diff",
+        ),
+    }
 
 
 def _peer_step(

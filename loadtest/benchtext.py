@@ -110,6 +110,39 @@ def inline_sentence(doc: Json, with_name: str, without_name: str) -> list[str]:
     ]
 
 
+def _side(fig: Json | None, line: float) -> int:
+    """+1 / -1 when every round is above / below `line` (two rounds or more), else 0."""
+    if not fig or len(fig["rounds"]) < 2:
+        return 0
+    return 1 if fig["min"] > line else -1 if fig["max"] < line else 0
+
+
+def peer_sentences(doc: Json) -> list[str]:
+    """Where each peer is ahead of exitserve, behind it, or not told apart, from the rounds."""
+    out = []
+    for name, d in doc["derived"].get("peers", {}).items():
+        fd, ee, p50 = d["vs_full_depth_32"], d["vs_early_exit_32"], d["p50_c1_minus_full_depth_ms"]
+        if not (fd and ee and p50):
+            continue
+        sides = {
+            "throughput against full depth": _side(fd, 1.0),
+            "throughput against early exit": _side(ee, 1.0),
+            "p50 at concurrency 1 against full depth": -_side(p50, 0.0),  # lower is ahead
+        }
+        groups = {
+            word: [k for k, s in sides.items() if s == side]
+            for word, side in (("ahead", 1), ("behind", -1), ("not told apart", 0))
+        }
+        verdict = "; ".join(f"{w} on {', '.join(ks)}" for w, ks in groups.items() if ks)
+        out.append(
+            f"- {doc['run']['peers'][name]} against exitserve with the same bodies: "
+            f"{fd['median']:.2f}× full depth's throughput at 32 clients, {ee['median']:.2f}× "
+            f"early exit's; p50 at concurrency 1 {p50['median']:+.2f} ms against full depth. "
+            f"Over every round, the peer is {verdict}."
+        )
+    return out
+
+
 def reading(doc: Json, names: dict[str, str] | None = None) -> list[str]:
     """Every generated statement this run's figures support."""
     n = names or doc["run"]["roles"]
@@ -118,6 +151,7 @@ def reading(doc: Json, names: dict[str, str] | None = None) -> list[str]:
         *cpu_sentence(doc, n["ee1"]),
         *ratio_sentence(doc),
         *inline_sentence(doc, n["c1_python"], n["c1_no_inline"]),
+        *peer_sentences(doc),
     ]
     return lines or ["Not enough figures in this run for a reading."]
 

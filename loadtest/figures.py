@@ -57,6 +57,7 @@ class Results:
     tables: dict[str, list[Row]] = field(default_factory=dict)
     scalars: dict[str, list[float]] = field(default_factory=dict)
     accuracy: Json = field(default_factory=dict)
+    extra: Json = field(default_factory=dict)  # derived figures a comparison adds itself
     notes: list[str] = field(default_factory=list)
 
     def row(self, table: str, name: str) -> Row:
@@ -187,7 +188,7 @@ def targets(d: Json) -> list[Json]:
 
 def to_json(res: Results, names: dict[str, tuple[str, str]], gpu: Json | None) -> Json:
     """The whole run as one dictionary: docs/benchmarks.json."""
-    d = derived(res, names)
+    d = {**derived(res, names), **res.extra}
     doc: Json = finite(
         {
             "schema": SCHEMA,

@@ -15,9 +15,11 @@ import pytest
 from loadtest import gpubench
 from loadtest.benchcpu import C1, C1_NO_INLINE, C1_PY, EE1, EE1_PY, EE32, FD1, FD32, ROLES
 from loadtest.benchdoc import GEN_BEGIN, GEN_END, NOTES_BEGIN, NOTES_END, write_doc
-from loadtest.benchtext import client_sentence
+from loadtest.benchpeers import against_exitserve
+from loadtest.benchtext import client_sentence, peer_sentences
 from loadtest.doccheck import generated_sections, stray_numbers
 from loadtest.figures import Results, Row, to_json
+from loadtest.peers.runner import PEERS
 from loadtest.report import Report
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -73,11 +75,18 @@ def results(python_rates: tuple[float, ...] = (400.0, 410.0, 420.0)) -> Results:
     res.add("saturation", py)
     for name, p50 in ((C1, 0.7), (C1_PY, 0.9), (C1_NO_INLINE, 1.1)):
         res.add("c1", Row(name, "x", 1, 1, [report(900.0, p50 + i / 100) for i in range(3)]))
-    peer = "Triton (PyTriton), dynamic batcher"
-    res.run["peers"] = {"triton": peer}
-    res.add(
-        "peers", Row(f"{peer}, 32 clients", "wrk", 32, 1, [report(103.0 + i) for i in range(3)])
-    )
+    peer = PEERS["triton"]
+    res.run["peers"] = {"triton": peer.label}
+    for name, rate, p50 in (
+        ("exitserve early exit, 32 clients", 1000.0, 20.0),
+        ("exitserve full depth, 32 clients", 250.0, 80.0),
+        ("exitserve full depth, concurrency 1", 400.0, 2.5),
+        (f"{peer.label}, 32 clients", 300.0, 90.0),  # ahead of full depth, behind early exit
+        (f"{peer.label}, concurrency 1", 390.0, 2.5),  # p50 about the same
+    ):
+        reps = [report(rate + i, p50 + i / 10) for i in range(3)]
+        res.add("peers", Row(name, "wrk", 32, 1, reps))
+    res.extra["peers"] = {"triton": against_exitserve(res, peer)}
     res.scalars = {
         "inproc_ee": [2100.0, 2150.0, 2125.0],
         "inproc_fd": [410.0, 420.0, 415.0],
@@ -123,7 +132,7 @@ def test_a_rendered_document_passes_and_a_typed_number_does_not(tmp_path: Path) 
     assert "Example CPU 9000, 3 cores usable (7 present)" in markdown  # read, not typed
     typed = markdown.replace(GEN_END, "Latency fell from 2.35 to 1.45 ms.\n" + GEN_END)
     assert stray_numbers(typed, doc) == ["2.35", "1.45"]
-    rounded = markdown.replace("1001 (1000–1002)", "1001 (1000–1003)")
+    rounded = markdown.replace("1001 (1000–1002)", "1001 (1000–1003)", 1)
     assert rounded != markdown
     assert stray_numbers(rounded, doc) == ["1003"]
 
@@ -164,3 +173,13 @@ def test_targets_are_judged_from_the_derived_figures(tmp_path: Path) -> None:
     _, doc = render(tmp_path, res)
     met = {t["key"]: t["met"] for t in doc["targets"]}
     assert met["server_vs_loop_32_pct"] is False
+
+
+def test_the_reading_says_where_a_peer_is_ahead_and_behind(tmp_path: Path) -> None:
+    markdown, doc = render(tmp_path, results())
+    (sentence,) = peer_sentences(doc)
+    assert "ahead on throughput against full depth" in sentence  # 300/250 in every round
+    assert "behind on throughput against early exit" in sentence  # 300/1000
+    assert "not told apart on p50 at concurrency 1 against full depth" in sentence  # ±0
+    assert sentence in markdown
+    assert stray_numbers(markdown, doc) == []
