@@ -7,6 +7,8 @@ throughput and latency comes from wrk, a compiled client (installed by `make sys
 the Python client checks answers and drives the open-loop load.
 
     python -m loadtest.bench --quick     # a one-round smoke run (writes under build/)
+    python -m loadtest.bench --render-only   # the markdown again from docs/benchmarks.json
+    python -m loadtest.peers install triton litserve   # then: --peers triton --peers litserve
 """
 
 from __future__ import annotations
