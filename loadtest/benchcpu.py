@@ -139,7 +139,7 @@ def same_images(res: Results, url: str, load: Load) -> None:
 def fixed_load(res: Results, srv: LiveServer, model: str, load: Load, secs: float, n: int) -> None:
     """Open loop at half the full-depth saturation rate: Python's job (wrk has no schedule)."""
     fd_rates = [r.requests_per_s for r in res.row("saturation", FD1).reports]
-    rate = round(0.5 * statistics.median(fd_rates))
+    rate = max(1, round(0.5 * statistics.median(fd_rates)))  # 1: a run that got no answers
     client = f"Python (open loop, Poisson, {rate} req/s)"
     click.echo(f"fixed load {rate} req/s")
     steps = {
