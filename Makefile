@@ -14,7 +14,7 @@ APT_PACKAGES := prometheus dataset-fashion-mnist wrk
 # local run without root; CI never sets it.
 SKIPS_ALLOWED := $(filter-out 0,$(EXITSERVE_TEST_ALLOW_SKIPS))
 
-.PHONY: install system-deps serve test lint typecheck unit model bench soak clean
+.PHONY: install system-deps serve test lint typecheck unit model bench soak abuse clean
 
 install: $(VENV)/.installed
 
@@ -95,6 +95,11 @@ bench: install system-deps
 
 soak: install
 	$(PY) -m loadtest.soak --out docs/reliability.md
+
+# Bad input, large refused bodies, aborted uploads and slow clients against a real server:
+# the measured table between the abuse markers of docs/reliability.md.
+abuse: install
+	$(PY) -m loadtest.abuse --out docs/reliability.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -49,6 +49,19 @@ class Report:
         )
 
 
+def replace_section(text: str, begin: str, end: str, section: str) -> str:
+    """`text` with what lies between the markers `begin` and `end` replaced by `section`.
+
+    Measured figures live between markers in hand-written documents, so a re-run rewrites
+    them and never the prose around them. Missing markers are an error, not an append.
+    """
+    head, found_begin, rest = text.partition(begin)
+    _, found_end, tail = rest.partition(end)
+    if not (found_begin and found_end):
+        raise ValueError(f"no {begin} ... {end} section to replace")
+    return f"{head}{begin}\n\n{section.strip()}\n\n{end}{tail}"
+
+
 def cores() -> int:
     """The cores this process may run on (the affinity mask, not the machine's total)."""
     return len(os.sched_getaffinity(0))

@@ -17,7 +17,7 @@ import numpy as np
 
 from loadtest.client import encode
 from loadtest.generators import Bounds, open_loop
-from loadtest.report import Report
+from loadtest.report import Report, replace_section
 from loadtest.server import running_server
 from models.data import load_mnist
 from models.paths import bundled_repository
@@ -73,8 +73,6 @@ def render(windows: list[Window], minutes: float, rate: float) -> str:
     steady = windows[1:] or windows
     ts = [w.t_s for w in steady]
     lines = [
-        BEGIN,
-        "",
         f"Command: `make soak` (python -m loadtest.soak --minutes {minutes} "
         f"--rate {rate}); bundled `mnist` model, 4 samples per binary request, open loop.",
         "",
@@ -92,8 +90,6 @@ def render(windows: list[Window], minutes: float, rate: float) -> str:
     lines += [
         "",
         f"Trend after the first window: RSS {rss_slope:+.2f} MB/min, p99 {p99_slope:+.3f} ms/min.",
-        "",
-        END,
     ]
     return "\n".join(lines)
 
@@ -108,9 +104,7 @@ def main(out: Path, minutes: float, window: float, rate: float, model: str) -> N
     """Soak the server and write the figures between the soak markers of `out`."""
     section = render(soak(minutes, window, rate, model), minutes, rate)
     text = out.read_text() if out.exists() else f"# Reliability\n\n## Soak\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    out.write_text(head + section + tail)
+    out.write_text(replace_section(text, BEGIN, END, section))
     click.echo(f"wrote {out}")
 
 

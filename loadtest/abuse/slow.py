@@ -1,12 +1,5 @@
-"""`python -m loadtest.abuse`: what hostile or careless clients do to a real server.
-
-Starts `exitserve serve` on the bundled models (its own defaults unless --server-arg says
-otherwise), runs the checks and prints one markdown table for docs/reliability.md.
-
-Checks live in CHECKS: to add one, write `def my_check(target: Target) -> list[Row]` and
-decorate it with `@check("name")` (in this module, or in one imported by it). Each check
-gets a fresh connection state but shares the server, so a check should leave it idle.
-"""
+"""Slow and oversized clients: slowloris, a huge streamed header, and the latency of normal
+requests while someone streams huge headers."""
 
 from __future__ import annotations
 
@@ -14,61 +7,17 @@ import http.client
 import multiprocessing
 import socket
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
-from pathlib import Path
 
-import click
 import numpy as np
 
+from loadtest.abuse import Row, Target, check
 from loadtest.client import encode
-from loadtest.server import LiveServer, running_server
 from loadtest.soak import rss_mb
-from models.paths import bundled_repository
 
 PARTIAL_HEAD = b"GET /v2/health/live HTTP/1.1\r\nHost: abuse\r\nX-Slow: "
 CHUNK = b"h" * (64 << 10)
-
-
-@dataclass(frozen=True)
-class Options:
-    connections: int  # slowloris connections
-    wait_s: float  # how long slowloris connections are given before counting
-    header_mib: int  # size of the huge streamed header
-    requests: int  # normal requests per latency sample
-    model: str
-
-
-@dataclass(frozen=True)
-class Target:
-    server: LiveServer
-    host: str
-    port: int
-    options: Options
-
-
-@dataclass(frozen=True)
-class Row:
-    check: str
-    measure: str
-    value: str
-
-
-Check = Callable[[Target], list[Row]]
-CHECKS: dict[str, Check] = {}
-
-
-def check(name: str) -> Callable[[Check], Check]:
-    """Register a check under `name` (the order of registration is the order of the table)."""
-
-    def register(fn: Check) -> Check:
-        CHECKS[name] = fn
-        return fn
-
-    return register
 
 
 def still_open(sock: socket.socket) -> bool:
@@ -204,54 +153,3 @@ def latency_under_huge_header(target: Target) -> list[Row]:
 def _summary(ms: list[float]) -> str:
     p99 = float(np.percentile(ms, 99))
     return f"{statistics.median(ms):.1f} / {p99:.1f} ms (n={len(ms)})"
-
-
-def render(rows: list[Row], server_args: tuple[str, ...]) -> str:
-    setup = " ".join(server_args) or "defaults"
-    lines = [
-        f"`python -m loadtest.abuse` (server settings: {setup}; bundled models, loopback)",
-        "",
-        "| check | measure | value |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {r.check} | {r.measure} | {r.value} |" for r in rows]
-    return "\n".join(lines)
-
-
-@click.command()
-@click.option("--only", multiple=True, type=click.Choice(list(CHECKS)), help="run these checks")
-@click.option("--connections", default=200, show_default=True, help="slowloris connections")
-@click.option(
-    "--wait-s",
-    default=12.0,
-    show_default=True,
-    help="slowloris wait before counting (header_timeout_s default 10 s + margin)",
-)
-@click.option("--header-mib", default=100, show_default=True, help="size of the huge header")
-@click.option("--requests", default=200, show_default=True, help="normal requests per sample")
-@click.option("--model", default="mnist", show_default=True)
-@click.option("--server-arg", "server_args", multiple=True, help="extra `serve` flag (repeat)")
-def main(
-    only: tuple[str, ...],
-    connections: int,
-    wait_s: float,
-    header_mib: int,
-    requests: int,
-    model: str,
-    server_args: tuple[str, ...],
-) -> None:
-    """Run the abuse checks against a fresh server and print a markdown table."""
-    options = Options(connections, wait_s, header_mib, requests, model)
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        args = ["--device", "cpu", *server_args]
-        with running_server(bundled_repository(), Path(tmp), args) as server:
-            host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1])
-            for name in only or list(CHECKS):
-                click.echo(f"running {name} ...", err=True)
-                rows += CHECKS[name](Target(server, host, port, options))
-    click.echo(render(rows, tuple(args)))
-
-
-if __name__ == "__main__":
-    main()
