@@ -19,6 +19,8 @@ import onnxruntime as ort
 from service.jobs import Claim, Job, Packet, Rows, Span
 from service.policies import ExitPolicy, decide
 from service.runtime import Hidden, SegmentOutput
+from service.shadows import Evidence, Watch
+from service.trail import Trail
 
 
 class SegmentRunner(Protocol):
@@ -48,6 +50,8 @@ class Batch:
     pred: Rows
     streak: npt.NDArray[np.int32]
     waits: list[float]
+    real: int  # rows of requests; shadow rows (if any) follow them
+    trail: Trail | None = None
 
     @property
     def size(self) -> int:
@@ -66,6 +70,10 @@ class Outcome:
     waits: list[float] = field(default_factory=list)  # one per request in the batch
     input_seconds: float = 0.0  # assembling the batch before the run
     output_seconds: float = 0.0  # exit decisions, answers and survivors after it
+    shadows: Packet | None = None  # rows going on only to be compared (lowest priority)
+    shadowed: int = 0  # early answers of this batch sent on as shadows
+    shed: int = 0  # early answers picked as shadows but dropped: the version is busy
+    evidence: Evidence | None = None  # at the last exit: observed rows, for the controller
 
 
 def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
@@ -74,6 +82,7 @@ def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
     pieces: list[Piece] = []
     preds: list[Rows] = []
     streaks: list[npt.NDArray[np.int32]] = []
+    trails: list[tuple[Trail | None, int]] = []
     waits: list[float] = []
     seen: set[Job] = set()  # a request's rows may come in several packets: one wait each
     now = time.monotonic()
@@ -86,19 +95,38 @@ def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
         xs.append(packet.x if len(idx) == packet.size else runner.take(packet.x, idx))
         preds.append(packet.pred[idx])
         streaks.append(packet.streak[idx])
+        trail = packet.trail
+        if trail is not None and len(idx) != len(trail):
+            trail = trail.take(idx)
+        trails.append((trail, len(idx)))
         for job, lo, hi, rows in live:
             start = pieces[-1].hi if pieces else 0
             pieces.append(Piece(job, start, start + hi - lo, rows))
-            if job not in seen:  # claims are FIFO: the first packet waited longest
+            if job not in seen and not job.shadow:  # claims are FIFO: the first waited longest
                 seen.add(job)
                 waits.append(now - packet.queued_at)
     if not pieces:
         return None
     x = runner.concat(xs)
-    return Batch(x, pieces, np.concatenate(preds), np.concatenate(streaks), waits)
+    real = sum(p.hi - p.lo for p in pieces if not p.job.shadow)  # stages claim shadows last
+    batch = Batch(x, pieces, np.concatenate(preds), np.concatenate(streaks), waits, real)
+    batch.trail = _trails(trails)
+    return batch
 
 
-def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
+def _trails(trails: list[tuple[Trail | None, int]]) -> Trail | None:
+    """One trail for the batch; rows that came without one (fidelity switched on while they
+    were queued) are not evidence."""
+    some = next((t for t, _ in trails if t is not None), None)
+    if some is None:
+        return None
+    early = some.surety.shape[1]
+    return Trail.concat([t if t is not None else Trail.fresh(n, early, False) for t, n in trails])
+
+
+def run_batch(
+    runner: SegmentRunner, k: int, claims: list[Claim], watch: Watch | None = None
+) -> Outcome:
     """Run segment k on the claims' live rows; answer those that exit, forward the rest.
 
     Times its three phases for Triton's statistics (compute_input, _infer, _output).
@@ -114,13 +142,45 @@ def run_batch(runner: SegmentRunner, k: int, claims: list[Claim]) -> Outcome:
         if got != batch.size:  # a wrong-sized answer would shift rows between requests
             raise RuntimeError(f"segment {k} returned {got} {name} rows for {batch.size}")
     exits, pred, streak = _decide(k, out.probs, batch)
+    watched = watch if batch.trail is not None else None
+    if watched is not None and batch.trail is not None:
+        watched.note(k, out.probs, pred, batch.trail)
     outcome = Outcome(size=batch.size, seconds=ended - started, waits=batch.waits)
     outcome.input_seconds = started - begun
-    spans = _answer(k, batch, out.probs, exits, pred, outcome)
+    spans, keep = _answer(k, batch, out.probs, exits, pred, outcome)
     if spans:
-        outcome.forward = _survivors(runner, k, out, exits, pred, streak, spans)
+        rows = np.concatenate(keep)
+        outcome.forward = _packet(runner, k, out, rows, pred, streak, spans, batch.trail)
+    if watched is not None:
+        _shadow(runner, k, out, batch, (exits, pred, streak), watched, outcome)
     outcome.output_seconds = time.monotonic() - ended
     return outcome
+
+
+def _shadow(
+    runner: SegmentRunner,
+    k: int,
+    out: SegmentOutput,
+    batch: Batch,
+    decided: tuple[npt.NDArray[np.bool_], Rows, npt.NDArray[np.int32]],
+    watch: Watch,
+    outcome: Outcome,
+) -> None:
+    """Fidelity control's part of a batch: at an early exit, pick the early answers to
+    shadow and send them on with the shadows already here; at the last, the evidence."""
+    exits, pred, streak = decided
+    trail = batch.trail
+    if trail is None or watch.job is None:
+        return
+    if k >= watch.early:
+        outcome.evidence = watch.observed(trail, pred)
+        return
+    picked, outcome.shed = watch.pick(k, exits, batch.real, trail)
+    outcome.shadowed = len(picked)
+    rows = np.concatenate([picked, np.arange(batch.real, batch.size, dtype=np.int64)])
+    if len(rows):
+        spans = [Span(watch.job, np.arange(len(rows), dtype=np.int64))]
+        outcome.shadows = _packet(runner, k, out, rows, pred, streak, spans, trail)
 
 
 def _answer(
@@ -130,11 +190,13 @@ def _answer(
     exits: npt.NDArray[np.bool_],
     pred: Rows,
     outcome: Outcome,
-) -> list[Span]:
-    """Write exited rows into their jobs; return the survivors' spans, in batch order."""
+) -> tuple[list[Span], list[Rows]]:
+    """Write exited rows into their jobs; return the survivors' spans, in batch order, and
+    their batch rows (shadow rows are not answered here and go on separately)."""
     spans: list[Span] = []
+    keep: list[Rows] = []
     for piece in batch.pieces:
-        if piece.job.dead:  # cancelled or timed out while its batch ran
+        if piece.job.dead or piece.job.shadow:  # gone while its batch ran / a shadow
             continue
         ex = exits[piece.lo : piece.hi]
         done = piece.rows[ex]
@@ -144,9 +206,10 @@ def _answer(
             outcome.answered.append((piece.job, int(done.size)))
         if done.size < len(piece.rows):
             spans.append(Span(piece.job, piece.rows[~ex]))
+            keep.append(np.flatnonzero(~ex) + piece.lo)
         if not outcome.jobs or outcome.jobs[-1] is not piece.job:
             outcome.jobs.append(piece.job)
-    return spans
+    return spans, keep
 
 
 def _rows(x: Hidden | None, default: int) -> int:
@@ -155,21 +218,24 @@ def _rows(x: Hidden | None, default: int) -> int:
     return int(x.shape()[0]) if isinstance(x, ort.OrtValue) else len(x)
 
 
-def _survivors(
+def _packet(
     runner: SegmentRunner,
     k: int,
     out: SegmentOutput,
-    exits: npt.NDArray[np.bool_],
+    keep: Rows,
     pred: Rows,
     streak: npt.NDArray[np.int32],
     spans: list[Span],
+    trail: Trail | None,
 ) -> Packet:
-    """The rows that did not exit, with their hidden rows, as one packet (one Gather)."""
+    """Batch rows `keep` with their hidden rows as one packet for stage k+1 (one Gather)."""
     if out.hidden is None:
         raise RuntimeError(f"rows survived segment {k}, which has no hidden output")
-    keep = np.flatnonzero(~exits).astype(np.int64)
-    hidden = out.hidden if len(keep) == len(exits) else runner.take(out.hidden, keep)
-    return Packet(hidden, spans, pred[keep], streak[keep], queued_at=time.monotonic())
+    keep = keep.astype(np.int64, copy=False)
+    hidden = out.hidden if len(keep) == len(pred) else runner.take(out.hidden, keep)
+    packet = Packet(hidden, spans, pred[keep], streak[keep], queued_at=time.monotonic())
+    packet.trail = None if trail is None else trail.take(keep)
+    return packet
 
 
 def _decide(

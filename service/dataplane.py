@@ -19,7 +19,15 @@ import numpy.typing as npt
 
 from models.manifest import Manifest
 from service import introspection
-from service.errors import BadRequest, ClientGone, ExitServeError, NotReady, RequestTimeout
+from service.errors import (
+    BadRequest,
+    ClientGone,
+    ExitServeError,
+    NotFound,
+    NotReady,
+    RequestTimeout,
+)
+from service.governor import Governor
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.scheduler import BatchTrace
@@ -142,6 +150,28 @@ class DataPlane:
     async def unload_model(self, name: str, version: str | None = None) -> None:
         await self.registry.unload(name, version)
 
+    def fidelity(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """The fidelity controller's snapshot for one version (docs/fidelity.md)."""
+        return self._governor(name, version).snapshot()
+
+    def fidelity_action(self, name: str, version: str | None, action: str) -> dict[str, Any]:
+        """An operator's `reset`, `freeze` or `unfreeze`; the snapshot after it."""
+        governor = self._governor(name, version)
+        if action == "reset":
+            return governor.reset()
+        if action in ("freeze", "unfreeze"):
+            return governor.freeze(action == "freeze")
+        raise BadRequest(f"fidelity action '{action[:32]}' must be reset, freeze or unfreeze")
+
+    def _governor(self, name: str, version: str | None) -> Governor:
+        loaded = self.registry.get(name, version)
+        if loaded.fidelity is None:
+            raise NotFound(
+                f"model '{name}' version '{loaded.manifest.version}' has no fidelity control: "
+                "it has no calibration (or no thresholds) to hold its early exits to"
+            )
+        return loaded.fidelity
+
     def repository_index(self) -> list[dict[str, str]]:
         """Triton's repository index: every version on disk, with its state."""
         registry = self.registry
@@ -178,7 +208,8 @@ class DataPlane:
         timeout = self.settings.request_timeout_s
         version, begun = loaded.manifest.version, time.monotonic()
         try:
-            future = loaded.pipeline.submit(job_id, data, policy, timeout)
+            watched = loaded.watched(request.policy)
+            future = loaded.pipeline.submit(job_id, data, policy, timeout, watched)
         except ExitServeError as exc:  # refused (overloaded, unloading): a failed inference
             self.metrics.record_inference(request.model, version, exc.status_code, 0.0)
             raise

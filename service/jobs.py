@@ -13,7 +13,9 @@ threads write a job's result rows (disjoint per stage, each row exactly once) an
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +23,7 @@ import numpy.typing as npt
 from models.manifest import Manifest, TensorSpec
 from service.policies import ExitPolicy
 from service.runtime import Hidden
+from service.trail import Trail
 from service.types import InferenceResult
 
 Rows = npt.NDArray[np.int64]
@@ -73,6 +76,8 @@ class Job:
     exit_index: npt.NDArray[np.int32]
     remaining: int
     dead: bool = False
+    watched: bool = False  # under the default policy: its rows are fidelity evidence
+    shadow: ClassVar[bool] = False
 
     @classmethod
     def create(
@@ -84,6 +89,7 @@ class Job:
         classes: int,
         policy: ExitPolicy,
         deadline: float,
+        watched: bool = False,
     ) -> Job:
         future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         return cls(
@@ -98,6 +104,7 @@ class Job:
             confidence=np.zeros(rows, dtype=np.float32),
             exit_index=np.full(rows, -1, dtype=np.int32),
             remaining=rows,
+            watched=watched,
         )
 
     def rows_done(self, count: int) -> None:
@@ -130,6 +137,30 @@ class Job:
 
 
 @dataclass(eq=False)
+class ShadowJob(Job):
+    """The owner of a version's shadow rows: early answers sent on to the last exit only
+    to be compared. Nobody waits on it: it answers nothing, never fails, never expires."""
+
+    shadow: ClassVar[bool] = True
+
+    @classmethod
+    def of(cls, model: str, version: str, policy: ExitPolicy) -> ShadowJob:
+        """One per pipeline, with the full-depth policy (event loop: it holds a future)."""
+        job = cls.create("shadow", model, version, 0, 0, policy, math.inf)
+        assert isinstance(job, ShadowJob)
+        return job
+
+    def rows_done(self, count: int) -> None:
+        return None
+
+    def fail(self, exc: BaseException) -> None:
+        return None
+
+    def write(self, rows: Rows, probs: npt.NDArray[np.float32], label: Rows, exit_: int) -> None:
+        return None
+
+
+@dataclass(eq=False)
 class Span:
     """Consecutive packet rows that belong to one job: `rows` are the job's row indices."""
 
@@ -147,6 +178,7 @@ class Packet:
     streak: npt.NDArray[np.int32]
     queued_at: float
     start: int = 0  # rows before it were already claimed by a batch
+    trail: Trail | None = None  # fidelity control's memory of the rows; None when off
     offsets: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -167,8 +199,8 @@ class Packet:
         return any(not s.job.dead for s in self.spans)
 
     @classmethod
-    def entry(cls, job: Job, x: Hidden, now: float) -> Packet:
-        """A request's rows as they enter stage 0."""
+    def entry(cls, job: Job, x: Hidden, now: float, early: int | None = None) -> Packet:
+        """A request's rows as they enter stage 0, with a trail if `early` exits are watched."""
         n = job.remaining
         return cls(
             x=x,
@@ -176,6 +208,7 @@ class Packet:
             pred=np.full(n, -1, dtype=np.int64),
             streak=np.zeros(n, dtype=np.int32),
             queued_at=now,
+            trail=None if early is None else Trail.fresh(n, early, job.watched),
         )
 
 

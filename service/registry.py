@@ -5,7 +5,8 @@ table only when all of them work, so a broken version leaves the old one serving
 swap is one dict assignment on the event loop, between requests: a request either sees
 the old pipeline (which then drains) or the new one. Model and version names come from
 the repository's folders and are checked against the manifest's patterns, never taken
-as paths from a client.
+as paths from a client. A version with a calibration also gets a fidelity controller
+(service/governor.py) that may move its default policy while it serves.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import logging
 import re
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 from models.manifest import MANIFEST_FILE, NAME_PATTERN, Manifest, ManifestError, load_manifest
 from service.errors import BadRequest, NotFound, NotReady
+from service.fidelity import FidelityController
+from service.governor import Governor
 from service.jobs import ByteBudget, row_state_bytes
 from service.metrics import Metrics
 from service.policies import ExitPolicy, resolve_policy
@@ -27,6 +29,7 @@ from service.runtime import ModelRuntime
 from service.scheduler import BatchTrace, Pipeline, PipelineSpec
 from service.sessions import ProviderError
 from service.settings import Settings
+from service.shadows import Watch
 from service.types import PolicyOverride
 from service.verification import VersionMismatch
 
@@ -47,17 +50,27 @@ class Loaded:
     manifest: Manifest
     runtime: ModelRuntime
     pipeline: Pipeline
+    default_policy: ExitPolicy  # calibrated at load; the fidelity controller swaps it whole
+    fidelity: Governor | None = None
 
     def policy(self, override: PolicyOverride) -> ExitPolicy:
         """A request's exit policy (BadRequest names a bad override)."""
         if override == NO_OVERRIDE:
-            return self._default_policy
+            return self.default_policy
         return resolve_policy(self.manifest, override)
 
-    @cached_property
-    def _default_policy(self) -> ExitPolicy:
-        """The calibrated policy, resolved once: most requests override nothing."""
-        return resolve_policy(self.manifest, NO_OVERRIDE)
+    def watched(self, override: PolicyOverride) -> bool:
+        """Whether a request's rows are fidelity evidence: it runs the default policy."""
+        return self.fidelity is not None and override == NO_OVERRIDE
+
+    def publish(self, policy: ExitPolicy) -> None:
+        """Serve `policy` to requests without overrides from now on (event loop)."""
+        self.default_policy = policy
+
+    def start(self) -> None:
+        self.pipeline.start()
+        if self.fidelity is not None:
+            self.fidelity.start()
 
 
 class ModelRegistry:
@@ -141,6 +154,7 @@ class ModelRegistry:
             if (manifest.name, manifest.version) != (name, version):
                 raise ManifestError(f"manifest names {manifest.name}/{manifest.version}")
             batching = self._settings.batching_for(name)
+            default = resolve_policy(manifest, NO_OVERRIDE)
             runtime = ModelRuntime(manifest, folder, self._settings)
             runtime.warm_up(sorted({1, batching.max_batch_size}))
         except Exception as exc:  # corrupt ONNX, missing files, bad manifest, provider
@@ -160,8 +174,16 @@ class ModelRegistry:
             chain_batches=self._settings.scheduling != "stage",
             inline_max_s=self._settings.inline_max_ms / 1000.0,
         )
-        pipeline = Pipeline(spec, runtime, self._executor, self._metrics, self._trace, self._budget)
-        return Loaded(manifest, runtime, pipeline)
+        config = self._settings.fidelity_for(name)
+        fid = FidelityController.for_manifest(manifest, default, config)
+        watch = None if fid is None else Watch(fid)
+        pipeline = Pipeline(
+            spec, runtime, self._executor, self._metrics, self._trace, self._budget, watch
+        )
+        loaded = Loaded(manifest, runtime, pipeline, default)
+        if watch is not None:
+            loaded.fidelity = Governor(watch, loaded.publish, self._metrics)
+        return loaded
 
     def _swap(self, name: str, built: list[Loaded], replace_all: bool) -> list[Loaded]:
         """Put the new versions in service; return the ones they replace."""
@@ -170,7 +192,7 @@ class ModelRegistry:
         stale = list(current.values()) if replace_all else [current[v] for v in replaced]
         table = {} if replace_all else current
         for item in built:
-            item.pipeline.start()
+            item.start()
             table[item.manifest.version] = item
             share = item.manifest.calibration.exit_distribution if item.manifest.calibration else []
             exits = item.manifest.num_exits
@@ -207,6 +229,8 @@ class ModelRegistry:
         timeout = self._settings.drain_timeout_s
         await asyncio.gather(*(item.pipeline.drain(timeout) for item in items))
         for item in items:
+            if item.fidelity is not None:
+                await item.fidelity.close()
             await item.pipeline.close()
             item.runtime.close()
 

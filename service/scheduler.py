@@ -5,7 +5,9 @@ different stages overlap) and then, back on the event loop, answers the requests
 last rows exited and queues the survivors for the next stage, where they meet survivors
 of other batches. A segment run that raises fails exactly the requests in that batch;
 the loop carries on. Admission is the only place load is refused, so no accepted row is
-ever dropped between stages.
+ever dropped between stages. Shadow rows (fidelity control, service/shadows.py) are the
+exception by design: nobody waits on them, and under load they are dropped (counted as
+shed) before any request could be refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from service.jobs import ByteBudget, Claim, Job, Packet
 from service.metrics import Metrics
 from service.policies import ExitPolicy
 from service.settings import BatchingConfig
+from service.shadows import Watch, crowded, shed
 from service.stage import Stage
 from service.types import InferenceResult
 
@@ -61,6 +64,7 @@ class Pipeline:
         metrics: Metrics,
         trace: BatchTrace | None = None,
         budget: ByteBudget | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.spec = spec
         self.budget = budget or ByteBudget(limit=1 << 62)  # shared by the registry's pipelines
@@ -68,6 +72,9 @@ class Pipeline:
         self._executor = executor
         self._metrics = metrics
         self._trace = trace
+        self._watch = watch
+        if watch is not None:
+            watch.crowded = self._crowded
         self.stages = [
             Stage(k, spec.batching.max_batch_size, spec.batching.delay_at(k), self._depth_setter(k))
             for k in range(len(spec.macs))
@@ -89,30 +96,57 @@ class Pipeline:
 
     def start(self) -> None:
         """Start one loop per stage on the running event loop."""
+        if self._watch is not None:
+            self._watch.start()
         self._tasks = [
             asyncio.create_task(self._stage_loop(stage), name=f"{self.spec.model}-stage{k}")
             for k, stage in enumerate(self.stages)
         ]
 
     def submit(
-        self, job_id: str, data: npt.NDArray[np.floating], policy: ExitPolicy, timeout_s: float
+        self,
+        job_id: str,
+        data: npt.NDArray[np.floating],
+        policy: ExitPolicy,
+        timeout_s: float,
+        watched: bool = False,
     ) -> asyncio.Future[InferenceResult]:
-        """Queue a request's rows at stage 0; Overloaded when the queues are full."""
+        """Queue a request's rows at stage 0; Overloaded when the queues are full.
+
+        `watched`: the request runs under the version's default policy, so its rows are
+        fidelity control's evidence (and its early answers may be shadowed).
+        """
         if self._closing:
             raise NotReady(f"model '{self.spec.model}' version '{self.spec.version}' is unloading")
         cost = data.nbytes + len(data) * self.spec.row_bytes
+        if self._watch is not None and self._crowded(len(data), cost):
+            self._shed()  # shadows go first, before anything could be refused
         self._admit(len(data), cost)
         now = time.monotonic()
         spec = self.spec
+        watch = self._watch if watched and self._watch is not None and self._watch.on else None
         job = Job.create(
             job_id, spec.model, spec.version, len(data), spec.classes, policy, now + timeout_s
         )
+        job.watched = watch is not None
         self._jobs.add(job)
         self._idle.clear()
         self.budget.take(cost)
         job.future.add_done_callback(lambda _: self._forget(job, cost))
-        self.stages[0].put(Packet.entry(job, data, now))
+        early = None if watch is None else watch.early
+        self.stages[0].put(Packet.entry(job, data, now, early))
         return job.future
+
+    def _crowded(self, rows: int = 0, cost: int = 0) -> bool:
+        """Whether shadows must give way (see `shadows.crowded`); worker threads ask too."""
+        watch, limit = self._watch, self.spec.max_queue_samples
+        return watch is not None and crowded(watch, self.stages, self.budget, limit, rows, cost)
+
+    def _shed(self) -> None:
+        """Drop every queued shadow row, counted by the exit that answered it early."""
+        if self._watch is not None:
+            counts = shed(self._watch, self.stages)
+            self._metrics.record_shed(self.spec.model, self.spec.version, counts)
 
     def _admit(self, rows: int, cost: int) -> None:
         """Refuse new rows while stage 0 or any later stage holds too many, or while the
@@ -154,12 +188,12 @@ class Pipeline:
         while True:
             try:
                 if self._inline(k, claims):
-                    outcome = run_batch(self._runner, k, claims)
+                    outcome = run_batch(self._runner, k, claims, self._watch)
                     if any(stage.rows for stage in self.stages):
                         await asyncio.sleep(0)  # let the loop read sockets before the next run
                 else:
                     outcome = await loop.run_in_executor(
-                        self._executor, run_batch, self._runner, k, claims
+                        self._executor, run_batch, self._runner, k, claims, self._watch
                     )
                 self._learn(k, outcome)
                 forward = self._apply(k, outcome)
@@ -194,6 +228,8 @@ class Pipeline:
 
         Returns the survivors instead of queueing them when batches are chained (naive).
         """
+        if self._watch is not None:
+            self._observe(k, outcome, self._watch)
         if not outcome.jobs:
             return None
         spec = self.spec
@@ -217,6 +253,21 @@ class Pipeline:
             return outcome.forward
         self.stages[k + 1].put(outcome.forward)
         return None
+
+    def _observe(self, k: int, outcome: Outcome, watch: Watch) -> None:
+        """Fidelity control's share of a batch, on the loop: queue its shadows, count its
+        answers on the controller's sample clock, record its evidence, wake a due step."""
+        spec, now = self.spec, time.monotonic()
+        shadows = outcome.shadows
+        if shadows is not None:
+            self.stages[k + 1].put_shadow(shadows)
+        self._metrics.record_shadows(spec.model, spec.version, k, outcome.shadowed, outcome.shed)
+        watch.fid.evidence.count(sum(count for _, count in outcome.answered))
+        if outcome.evidence is not None:
+            counts = watch.record(outcome.evidence, now)
+            self._metrics.record_agreement(spec.model, spec.version, counts)
+        if watch.fid.due(now):
+            watch.wake()
 
     def _fail(self, k: int, claims: list[Claim], exc: Exception) -> None:
         """Every request with rows in the failed batch gets one clean 500."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.paths import bundled_repository
+from service.fidelity.config import FidelityConfig
 
 ENV_PREFIX = "EXITSERVE_"
 
@@ -102,6 +103,14 @@ class Settings(BaseSettings):
     model_batching: dict[str, BatchingConfig] = Field(
         default_factory=dict, description="per-model overrides of `batching`, keyed by model name"
     )
+    fidelity: FidelityConfig = Field(
+        default_factory=FidelityConfig,
+        description="fidelity control (docs/fidelity.md): shadow sampling and threshold "
+        "control, on for every model with a calibration",
+    )
+    model_fidelity: dict[str, FidelityConfig] = Field(
+        default_factory=dict, description="per-model overrides of `fidelity`, keyed by model name"
+    )
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body accepted")
     max_samples_per_request: int = Field(1024, ge=1, description="largest batch one request sends")
     max_queue_samples: int = Field(
@@ -181,3 +190,7 @@ class Settings(BaseSettings):
         if self.scheduling == "none":
             return BatchingConfig(max_batch_size=1, max_queue_delay_ms=0)
         return self.model_batching.get(model, self.batching)
+
+    def fidelity_for(self, model: str) -> FidelityConfig:
+        """The model's own fidelity settings, else the server default."""
+        return self.model_fidelity.get(model, self.fidelity)

@@ -2,8 +2,9 @@
 setting added later gets one without anyone editing the command.
 
 A flag's help is its field's description. Fields without a flag: admin_token (a secret
-stays out of `ps`; EXITSERVE_ADMIN_TOKEN only) and the nested batching objects, whose
-server-wide knobs get their own flags and whose per-model map is JSON in the environment.
+stays out of `ps`; EXITSERVE_ADMIN_TOKEN only) and the nested batching and fidelity
+objects, whose server-wide knobs get their own flags (`--max-batch-size`,
+`--fidelity-interval-s`) and whose per-model maps are JSON in the environment.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import click
 from pydantic.fields import FieldInfo
 
+from service.fidelity.config import FidelityConfig
 from service.settings import ENV_PREFIX, BatchingConfig, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 RENAMED = {"http_port": "port"}
-NO_FLAG = frozenset({"admin_token", "batching", "model_batching"})
+NO_FLAG = frozenset({"admin_token", "batching", "model_batching", "fidelity", "model_fidelity"})
 BATCHING = tuple(BatchingConfig.model_fields)
+FIDELITY = "fidelity_"  # its flags: --fidelity-<field>
 
 
 def flag_name(field: str) -> str:
@@ -29,7 +32,11 @@ def flag_name(field: str) -> str:
 
 def settings_options(command: F) -> F:
     """Decorate `command` with one option per setting, each defaulting to None (= not set)."""
-    # click lists options in reverse order of decoration: batching last, fields in order.
+    # click lists options in reverse order of decoration: nested ones last, fields in order.
+    for name in reversed(FidelityConfig.model_fields):
+        info = FidelityConfig.model_fields[name]
+        suffix = f"(all models) [env {ENV_PREFIX}FIDELITY, JSON]"
+        command = _option(FIDELITY + name, info, suffix)(command)
     for name in reversed(BATCHING):
         info = BatchingConfig.model_fields[name]
         command = _option(name, info, f"(all models) [env {ENV_PREFIX}BATCHING, JSON]")(command)
@@ -45,6 +52,9 @@ def settings_values(flags: dict[str, Any]) -> dict[str, Any]:
     batching = {k: values.pop(k) for k in BATCHING if k in values}
     if batching:
         values["batching"] = batching  # pydantic-settings merges it with EXITSERVE_BATCHING
+    fidelity = {k[len(FIDELITY) :]: values.pop(k) for k in list(values) if k.startswith(FIDELITY)}
+    if fidelity:
+        values["fidelity"] = fidelity
     return values
 
 

@@ -4,7 +4,9 @@ Like Triton's dynamic batcher: once a packet waits, the stage collects more unti
 batch is full or the oldest packet has waited `max_delay_s`. A batch may take part of a
 packet (the rest stays at the head), so one large request never exceeds the batch size.
 Packets whose requests are gone (answered with an error, cancelled, past their deadline)
-are dropped here, before they cost a segment run.
+are dropped here, before they cost a segment run. Shadow packets (fidelity control) wait
+in a queue of their own: a batch takes request rows first and fills with shadows only if
+there is room; a stage runs shadows alone only when no request row waits.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class Stage:
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.rows = 0  # unclaimed rows queued, dead ones included until dropped
+        self.shadow_rows = 0  # unclaimed shadow rows queued
         self._queue: deque[Packet] = deque()
+        self._shadows: deque[Packet] = deque()
         self._waiter: asyncio.Future[bool] | None = None  # the stage loop, waiting for a put
         self._on_depth = on_depth
 
@@ -40,26 +44,43 @@ class Stage:
         self._queue.append(packet)
         self.rows += packet.left
         self._on_depth(self.rows)
+        self._wake()
+
+    def put_shadow(self, packet: Packet) -> None:
+        self._shadows.append(packet)
+        self.shadow_rows += packet.left
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(True)
 
+    def shed(self) -> list[Packet]:
+        """Drop the queued shadows (load); the caller counts them."""
+        packets = list(self._shadows)
+        self._shadows.clear()
+        self.shadow_rows = 0
+        return packets
+
     def clear(self) -> list[Packet]:
-        """Empty the queue (shutdown); the caller answers the packets' requests."""
+        """Empty the queues (shutdown); the caller answers the packets' requests."""
         packets = list(self._queue)
         self._queue.clear()
+        self.shed()
         self.rows = 0
         self._on_depth(0)
         return packets
 
     async def collect(self, idle_s: float) -> list[Claim]:
         """The next batch, or [] when nothing arrived within `idle_s`."""
-        if not self._queue and not await self._woken(idle_s):
+        if not self._queue and not self._shadows and not await self._woken(idle_s):
             return []
         self._drop_dead(time.monotonic())
-        if not self._queue:
+        if not self._queue and not self._shadows:
             return []
-        deadline = self._queue[0].queued_at + self.max_delay_s
-        while self.rows < self.max_batch:
+        oldest = self._queue[0] if self._queue else self._shadows[0]
+        deadline = oldest.queued_at + self.max_delay_s
+        while (self.rows or self.shadow_rows) < self.max_batch:  # shadows never fill a batch early
             left = deadline - time.monotonic()
             if left <= 0 or not await self._woken(left):
                 break
@@ -96,6 +117,15 @@ class Stage:
             if packet.left == 0:
                 self._queue.popleft()
         self._on_depth(self.rows)
+        while self._shadows and taken < self.max_batch:  # after every request row
+            packet = self._shadows[0]
+            m = min(packet.left, self.max_batch - taken)
+            claims.append(Claim(packet, packet.start, packet.start + m))
+            packet.start += m
+            self.shadow_rows -= m
+            taken += m
+            if packet.left == 0:
+                self._shadows.popleft()
         return claims
 
     def _drop_dead(self, now: float) -> None:

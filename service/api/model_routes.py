@@ -1,4 +1,4 @@
-"""Per-model endpoints: metadata, readiness, Triton config and statistics.
+"""Per-model endpoints: metadata, readiness, Triton config, statistics and fidelity.
 
 Each exists with and without `/versions/{model_version}`; without it the data plane picks
 the version that serves by default.
@@ -20,6 +20,14 @@ M = "/v2/models/{model_name}"
 MV = "/v2/models/{model_name}/versions/{model_version}"
 _STATS_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "Triton statistics JSON"}}
 _CONFIG_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "Triton model config JSON"}}
+_FIDELITY_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The fidelity controller's snapshot (extension, docs/fidelity.md): "
+        "state, target, shadow_fraction, samples_seen, per early exit its state, threshold "
+        "(null = switched off), calibrated threshold and agreement estimate with one-sided "
+        "bounds, and the latest threshold changes. 404 when the version has no controller."
+    }
+}
 # 404: not in the repository; 503: in it but not serving (unloaded, load failed, starting)
 LOOKUP: dict[int | str, dict[str, Any]] = {**LOOKUP_ERRORS, **errors(503)}
 
@@ -86,6 +94,18 @@ async def version_stats(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:
     return _stats(request, model_name, model_version)
+
+
+@router.get(f"{M}/fidelity", name="model_fidelity", responses={**_FIDELITY_DOC, **LOOKUP})
+async def fidelity(request: Request, model_name: ModelName) -> Response:
+    return json_response(dataplane(request).fidelity(model_name, None))
+
+
+@router.get(f"{MV}/fidelity", name="model_fidelity", responses={**_FIDELITY_DOC, **LOOKUP})
+async def version_fidelity(
+    request: Request, model_name: ModelName, model_version: ModelVersion
+) -> Response:
+    return json_response(dataplane(request).fidelity(model_name, model_version))
 
 
 def _metadata(request: Request, name: str, version: str | None) -> Response:

@@ -1,4 +1,5 @@
-"""Triton's model repository extension: index, load and unload, behind the admin token.
+"""Triton's model repository extension: index, load and unload, behind the admin token;
+and the fidelity controller's operator actions (reset, freeze, unfreeze), an extension.
 
 Models load only from the server's own repository folder: a request names a model (and
 optionally a version), never a path, and Triton's file/config overrides are refused.
@@ -55,6 +56,35 @@ async def unload(request: Request, model_name: ModelName) -> Response:
     version = _version(body)
     await dataplane(request).unload_model(model_name, version)
     return json_response({"name": model_name, "unloaded": version or "all"})
+
+
+FIDELITY = "/v2/repository/models/{model_name}/fidelity"
+_FIDELITY_DOC = errors(404, 503)
+
+
+@router.post(f"{FIDELITY}/reset", name="fidelity_reset", responses=_FIDELITY_DOC)
+async def fidelity_reset(request: Request, model_name: ModelName) -> Response:
+    """Back to the calibrated thresholds; the controller's evidence is forgotten."""
+    return await _fidelity(request, model_name, "reset")
+
+
+@router.post(f"{FIDELITY}/freeze", name="fidelity_freeze", responses=_FIDELITY_DOC)
+async def fidelity_freeze(request: Request, model_name: ModelName) -> Response:
+    """Keep the current thresholds until unfrozen (estimates still update)."""
+    return await _fidelity(request, model_name, "freeze")
+
+
+@router.post(f"{FIDELITY}/unfreeze", name="fidelity_unfreeze", responses=_FIDELITY_DOC)
+async def fidelity_unfreeze(request: Request, model_name: ModelName) -> Response:
+    """Let the controller move thresholds again."""
+    return await _fidelity(request, model_name, "unfreeze")
+
+
+async def _fidelity(request: Request, name: str, action: str) -> Response:
+    """An action on one version (`{"parameters": {"version": "1"}}`, default: the version
+    that serves); answers with the controller's snapshot after it."""
+    version = _version(await _body(request))
+    return json_response(dataplane(request).fidelity_action(name, version, action))
 
 
 async def _body(request: Request) -> dict[str, Any]:

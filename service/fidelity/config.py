@@ -1,4 +1,4 @@
-"""The fidelity controller's settings (to be nested in `service.settings.Settings` later)."""
+"""The fidelity controller's settings (`Settings.fidelity` and `Settings.model_fidelity`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ class FidelityConfig(BaseModel):
         True,
         description="run the controller for every model with a calibration; off = the "
         "calibrated thresholds are served as they are and no shadows run",
+    )
+    frozen: bool = Field(
+        False,
+        description="start frozen: shadows run and estimates update (stats, metrics), but "
+        "the calibrated thresholds are kept until an operator unfreezes (admin API)",
     )
     target: float | None = Field(
         None,
@@ -96,6 +101,14 @@ class FidelityConfig(BaseModel):
         description="steps at max_shadow_fraction after a threshold change, to confirm it",
     )
     seed: int = Field(0, description="seed of the shadow sampler's random choices")
+    shed_above: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="shadows are dropped (and counted as shed) while any stage queue of the "
+        "version holds more than this share of max_queue_samples, or the bytes in flight "
+        "exceed this share of max_inflight_bytes: requests always come first",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> FidelityConfig:

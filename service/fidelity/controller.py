@@ -78,7 +78,7 @@ class FidelityController:
         )
         self.log: deque[ThresholdChange] = deque(maxlen=LOG_LENGTH)
         self.enabled = config.enabled
-        self.frozen = False
+        self.frozen = config.frozen
         self._boost = 0  # a fresh controller shadows at the maximum until its evidence suffices
         self._curves: list[Curve] = []
         self._stepped_at, self._stepped_seen = -math.inf, 0
@@ -159,7 +159,14 @@ class FidelityController:
             at_sample=self.evidence.seen,
         )
         self.log.append(change)
-        log.info("fidelity %s v%s exit %d: %g -> %g (%s)", *_fields(change))
+        log.info(
+            "fidelity %s v%s exit %d: threshold %g -> %g (%s; target %.4f; evidence before: "
+            "%s; after: %s)",
+            *_fields(change),
+            change.target,
+            change.before.summary(),
+            "exit switched off" if change.after is None else change.after.summary(),
+        )
         return change
 
     def _alarm(self, changed: bool) -> bool:

@@ -28,6 +28,14 @@ class Estimate:
     lower: float
     upper: float
 
+    def summary(self) -> str:
+        """For the log: the estimate, its bounds and what it rests on."""
+        agreement = "n/a" if self.agreement is None else f"{self.agreement:.4f}"
+        return (
+            f"agreement {agreement} in [{self.lower:.4f}, {self.upper:.4f}] from "
+            f"{self.count} comparisons (n_eff {self.n_eff:.1f})"
+        )
+
 
 @dataclass(frozen=True)
 class ThresholdChange:
