@@ -8,6 +8,8 @@ import multiprocessing
 import socket
 import statistics
 import time
+import urllib.request
+from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 
 import numpy as np
@@ -32,22 +34,54 @@ def still_open(sock: socket.socket) -> bool:
     return False  # an answer, or the end of the stream
 
 
+def hold_partial_heads(
+    host: str, port: int, n: int, wait_s: float, meanwhile: Callable[[], None] = lambda: None
+) -> tuple[int, int]:
+    """Open `n` connections that never finish their head, run `meanwhile`, wait `wait_s`:
+    (how many are still open, how many were answered 408)."""
+    socks = [socket.create_connection((host, port)) for _ in range(n)]
+    for sock in socks:
+        sock.sendall(PARTIAL_HEAD)
+    meanwhile()
+    time.sleep(wait_s)
+    gone = [s for s in socks if not still_open(s)]
+    answered = sum(_first_line(s).startswith(b"HTTP/1.1 408") for s in gone)
+    for sock in socks:
+        sock.close()
+    return n - len(gone), answered
+
+
 @check("slowloris")
 def slowloris(target: Target) -> list[Row]:
     """N connections that never finish their head: how many survive the wait."""
     n, wait = target.options.connections, target.options.wait_s
-    socks = [socket.create_connection((target.host, target.port)) for _ in range(n)]
-    for sock in socks:
-        sock.sendall(PARTIAL_HEAD)
-    time.sleep(wait)
-    gone = [s for s in socks if not still_open(s)]
-    alive = n - len(gone)
-    answered = sum(_first_line(s).startswith(b"HTTP/1.1 408") for s in gone)
-    for sock in socks:
-        sock.close()
+    alive, answered = hold_partial_heads(target.host, target.port, n, wait)
     return [
         Row("slowloris", f"partial heads still open after {wait:g} s", f"{alive} of {n}"),
         Row("slowloris", "answered 408", f"{answered} of {n}"),
+    ]
+
+
+@check("slowloris on the metrics port")
+def slowloris_metrics(target: Target) -> list[Row]:
+    """The same on the metrics port, with a scrape while the connections are held."""
+    n, wait, url = target.options.connections, target.options.wait_s, target.server.metrics_url
+    scraped: list[str] = []
+
+    def scrape() -> None:
+        try:
+            with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+                scraped.append(str(response.status))
+        except OSError as exc:
+            scraped.append(type(exc).__name__)
+
+    port = int(url.rsplit(":", 1)[1])
+    alive, answered = hold_partial_heads(target.host, port, n, wait, scrape)
+    name = "slowloris on the metrics port"
+    return [
+        Row(name, f"partial heads still open after {wait:g} s", f"{alive} of {n}"),
+        Row(name, "answered 408", f"{answered} of {n}"),
+        Row(name, "a scrape while they were open", scraped[0]),
     ]
 
 
