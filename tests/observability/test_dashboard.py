@@ -107,6 +107,14 @@ def test_the_issue_s_panels_are_there() -> None:
         "exitserve_inflight_requests",
         "exitserve_queue_depth",
         "exitserve_calibrated_exit_share",
+        "rate(exitserve_fidelity_agreed_total",
+        "rate(exitserve_fidelity_compared_total",
+        "exitserve_fidelity_target",
+        "exitserve_fidelity_threshold{",
+        "exitserve_shadow_samples_total",
+        "exitserve_shadow_shed_total",
+        "exitserve_fidelity_state",
+        "exitserve_fidelity_threshold_changes_total",
     ):
         assert needle in exprs, needle
 

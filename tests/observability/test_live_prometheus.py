@@ -32,6 +32,7 @@ import yaml
 
 from loadtest.server import free_port, running_server
 from models.manifest import Manifest, load_manifest
+from service.fidelity import default_target
 from tests.observability.promql import (
     PROMETHEUS_CONFIG,
     RULES,
@@ -65,6 +66,7 @@ QUIET_WHEN_HEALTHY = (
     "ExitserveLoadShedding",
     "ExitserveExitDistributionDrift",
     "ExitserveBatchFailures",
+    "ExitserveFidelityBelowTarget",
 )
 # Shares from rate() differ from exact counts by Prometheus' extrapolation at the edges.
 RATE_TOLERANCE = 0.05
@@ -459,6 +461,25 @@ def test_every_dashboard_query_returns_sane_data(stack: Stack) -> None:
     assert all(s.value == 0 for s in results["Segment runs and failures per stage", "B"])
     # The traffic was sequential, so nothing is queued or in flight once it is over.
     assert all(s.value == 0 for s in results["Queue depth per stage", "A"])
+    check_fidelity_panels(stack, results)
+
+
+def check_fidelity_panels(stack: Stack, results: dict[tuple[str, str], list[Sample]]) -> None:
+    """Clean digits under the default policy: the controller starts at its maximum shadow
+    fraction, so exit 0's early answers are shadowed and compared; nothing is shed."""
+    m = stack.manifest
+    assert m.calibration is not None
+    (target,) = results["Agreement with the last exit per exit", "B"]
+    assert target.value == pytest.approx(default_target(m.calibration))
+    agreement = by(results["Agreement with the last exit per exit", "A"], "exit")
+    assert "0" in agreement
+    run = by(results["Shadow samples run and shed", "A"], "exit")
+    assert run["0"] > 0
+    assert all(s.value == 0 for s in results["Shadow samples run and shed", "B"])
+    (state,) = results["Controller state and threshold changes", "A"]  # one state at a time
+    assert state.labels["state"] in {"warming", "steady", "tightened", "disabled-exit"}
+    thresholds = by(results["Exit thresholds (controller)", "A"], "exit")
+    assert set(thresholds) <= {str(k) for k in range(m.num_exits - 1)}
 
 
 def test_every_recording_rule_is_evaluated_with_sane_values(stack: Stack) -> None:
