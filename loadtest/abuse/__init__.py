@@ -27,6 +27,7 @@ class Options:
     model: str
     body_mib: int  # size of the refused bodies of the memory check
     bodies: int  # refused bodies per round (sequential, then concurrent) and aborted uploads
+    rounds: int  # rounds of `bodies` concurrent refused bodies
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def run_checks(
 @click.option("--requests", default=200, show_default=True, help="normal requests per sample")
 @click.option("--body-mib", default=16, show_default=True, help="size of the refused bodies")
 @click.option("--bodies", default=10, show_default=True, help="refused bodies per round")
+@click.option("--rounds", default=3, show_default=True, help="rounds of concurrent bodies")
 @click.option("--model", default="mnist", show_default=True)
 @click.option("--server-arg", "server_args", multiple=True, help="extra `serve` flag (repeat)")
 @click.option(
@@ -94,12 +95,13 @@ def main(
     requests: int,
     body_mib: int,
     bodies: int,
+    rounds: int,
     model: str,
     server_args: tuple[str, ...],
     server_env: tuple[str, ...],
 ) -> None:
     """Run the abuse checks against a fresh server; print the table or write it into --out."""
-    options = Options(connections, wait_s, header_mib, requests, model, body_mib, bodies)
+    options = Options(connections, wait_s, header_mib, requests, model, body_mib, bodies, rounds)
     args = ["--device", "cpu", *server_args]
     env = dict(item.split("=", 1) for item in server_env)
     section = render(run_checks(options, list(only or CHECKS), args, env), args, server_env)

@@ -23,6 +23,7 @@ from loadtest.client import HEADER_LENGTH
 from loadtest.soak import rss_mb
 
 ABORT_WAIT_S = 30.0  # bound on waiting for the server to count the aborted uploads
+SETTLE_S = 2.0  # RSS is read again after this long idle: what stays, not what is in use
 Body = tuple[bytes, dict[str, str]]
 
 
@@ -58,24 +59,31 @@ def _statuses(codes: list[int]) -> str:
     return ", ".join(f"{code}: {n}" for code, n in sorted(Counter(codes).items()))
 
 
-def _rss(before: float, after: float) -> str:
-    return f"{before:.0f} → {after:.0f} MB ({after - before:+.0f})"
+def _rss(pid: int, before: float, *during: float) -> str:
+    """RSS before, `during` (readings between rounds), now, and after SETTLE_S idle."""
+    now = rss_mb(pid)
+    time.sleep(SETTLE_S)
+    settled = rss_mb(pid)
+    path = " → ".join(f"{mb:.0f}" for mb in (before, *during, now))
+    return f"{path} MB ({now - before:+.0f}); {settled:.0f} MB {SETTLE_S:g} s later"
 
 
 def _rounds(target: Target, kind: str, make: Callable[[int], Body]) -> list[Row]:
-    """`bodies` refused bodies one after another, then as many at once."""
-    n, mib, pid = target.options.bodies, target.options.body_mib, target.server.process.pid
+    """`bodies` refused bodies one after another, then `rounds` times as many at once."""
+    n, rounds, pid = target.options.bodies, target.options.rounds, target.server.process.pid
     body = make(target.options.body_mib << 20)
-    rows, name = [], f"{kind} {mib} MiB, wrong shape"
-    before = rss_mb(pid)
+    rows, name, before = [], f"{kind} {target.options.body_mib} MiB, wrong shape", rss_mb(pid)
     codes = [post(target, body) for _ in range(n)]
-    after = rss_mb(pid)
-    rows.append(Row("memory", f"{name}: {n} sequential, RSS", _rss(before, after)))
+    rows.append(Row("memory", f"{name}: {n} sequential, RSS", _rss(pid, before)))
     rows.append(Row("memory", f"{name}: {n} sequential, answers", _statuses(codes)))
+    codes, between = [], []
     with ThreadPoolExecutor(n) as pool:
-        codes = list(pool.map(lambda _: post(target, body), range(n)))
-    rows.append(Row("memory", f"{name}: {n} concurrent, RSS", _rss(after, rss_mb(pid))))
-    rows.append(Row("memory", f"{name}: {n} concurrent, answers", _statuses(codes)))
+        for _ in range(rounds):
+            between.append(rss_mb(pid))
+            codes += pool.map(lambda _: post(target, body), range(n))
+    concurrent = f"{name}: {rounds} × {n} concurrent"
+    rows.append(Row("memory", f"{concurrent}, RSS after each round", _rss(pid, *between)))
+    rows.append(Row("memory", f"{concurrent}, answers", _statuses(codes)))
     return rows
 
 
@@ -114,7 +122,7 @@ def _aborts(target: Target) -> list[Row]:
     name = f"{n} aborted uploads (half of {mib} MiB, then hang up)"
     answers = ", ".join(f"{code}: {k}" for code, k in sorted(new.items())) or "none counted"
     return [
-        Row("memory", f"{name}, RSS", _rss(before, rss_mb(pid))),
+        Row("memory", f"{name}, RSS", _rss(pid, before)),
         Row("memory", f"{name}, counted in exitserve_requests_total", answers),
     ]
 
