@@ -228,8 +228,10 @@ class Pipeline:
 
         Returns the survivors instead of queueing them when batches are chained (naive).
         """
-        if self._watch is not None:
-            self._observe(k, outcome, self._watch)
+        watch = self._watch
+        busy = outcome.shadows is not None or outcome.evidence is not None
+        if watch is not None and (watch.on or busy):  # nothing to do while it is off
+            self._observe(k, outcome, watch)
         if not outcome.jobs:
             return None
         spec = self.spec
