@@ -227,10 +227,11 @@ class ModelRegistry:
     async def _retire(self, items: list[Loaded]) -> None:
         """Drain replaced pipelines (bounded), then close them and their sessions."""
         timeout = self._settings.drain_timeout_s
-        await asyncio.gather(*(item.pipeline.drain(timeout) for item in items))
-        for item in items:
+        for item in items:  # first: a replaced version's steps must not meter over the new one
             if item.fidelity is not None:
                 await item.fidelity.close()
+        await asyncio.gather(*(item.pipeline.drain(timeout) for item in items))
+        for item in items:
             await item.pipeline.close()
             item.runtime.close()
 

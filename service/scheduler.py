@@ -286,6 +286,7 @@ class Pipeline:
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests and wait for those in flight; True if all were answered."""
         self._closing = True
+        self._shed()  # nobody will read what queued shadows would show
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
