@@ -75,8 +75,15 @@ class Pipeline:
         self._watch = watch
         if watch is not None:
             watch.crowded = self._crowded
+        shadow_delay = 0.0 if watch is None else watch.fid.config.shadow_delay_ms / 1000.0
         self.stages = [
-            Stage(k, spec.batching.max_batch_size, spec.batching.delay_at(k), self._depth_setter(k))
+            Stage(
+                k,
+                spec.batching.max_batch_size,
+                spec.batching.delay_at(k),
+                self._depth_setter(k),
+                shadow_delay,
+            )
             for k in range(len(spec.macs))
         ]
         self._jobs: set[Job] = set()

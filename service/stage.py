@@ -6,7 +6,9 @@ packet (the rest stays at the head), so one large request never exceeds the batc
 Packets whose requests are gone (answered with an error, cancelled, past their deadline)
 are dropped here, before they cost a segment run. Shadow packets (fidelity control) wait
 in a queue of their own: a batch takes request rows first and fills with shadows only if
-there is room; a stage runs shadows alone only when no request row waits.
+there is room; a stage runs shadows alone only when no request row waits, and then only
+once they fill a batch or the oldest has waited `shadow_delay_s`: nobody waits for a
+shadow, and a batch of one costs nearly what a full one does.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ class Stage:
         max_batch: int,
         max_delay_s: float,
         on_depth: Callable[[int], None] = lambda rows: None,
+        shadow_delay_s: float = 0.0,
     ) -> None:
         self.index = index
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
+        self.shadow_delay_s = max(shadow_delay_s, max_delay_s)
         self.rows = 0  # unclaimed rows queued, dead ones included until dropped
         self.shadow_rows = 0  # unclaimed shadow rows queued
         self._queue: deque[Packet] = deque()
@@ -78,13 +82,18 @@ class Stage:
         self._drop_dead(time.monotonic())
         if not self._queue and not self._shadows:
             return []
-        oldest = self._queue[0] if self._queue else self._shadows[0]
-        deadline = oldest.queued_at + self.max_delay_s
         while (self.rows or self.shadow_rows) < self.max_batch:  # shadows never fill a batch early
-            left = deadline - time.monotonic()
-            if left <= 0 or not await self._woken(left):
+            left = self._deadline() - time.monotonic()
+            if left <= 0:
                 break
+            await self._woken(left)
         return self._claim()
+
+    def _deadline(self) -> float:
+        """When the batch must start: its oldest request row's wait, else its shadows'."""
+        if self._queue:
+            return self._queue[0].queued_at + self.max_delay_s
+        return self._shadows[0].queued_at + self.shadow_delay_s
 
     async def _woken(self, timeout: float) -> bool:
         """Whether a packet was put within `timeout` seconds.

@@ -101,6 +101,14 @@ class FidelityConfig(BaseModel):
         description="steps at max_shadow_fraction after a threshold change, to confirm it",
     )
     seed: int = Field(0, description="seed of the shadow sampler's random choices")
+    shadow_delay_ms: float = Field(
+        100.0,
+        ge=0.0,
+        le=10_000.0,
+        description="a stage runs shadows alone (no request row waiting) only once they fill "
+        "a batch or the oldest has waited this long: batches of one shadow cost nearly what "
+        "full ones do, and only the controller waits for shadows",
+    )
     shed_above: float = Field(
         0.5,
         gt=0.0,

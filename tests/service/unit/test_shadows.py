@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,10 +35,10 @@ def run(coro: object) -> None:
     asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
 
 
-def packet(job: Job, n: int, queued_at: float = 0.0) -> Packet:
+def packet(job: Job, n: int) -> Packet:
     x = np.zeros((n, 3), np.float32)
     spans = [Span(job, np.arange(n, dtype=np.int64))]
-    return Packet(x, spans, np.zeros(n, np.int64), np.zeros(n, np.int32), queued_at)
+    return Packet(x, spans, np.zeros(n, np.int64), np.zeros(n, np.int32), time.monotonic())
 
 
 def test_a_batch_takes_request_rows_first_and_fills_with_shadows() -> None:
@@ -61,6 +62,33 @@ def test_a_batch_takes_request_rows_first_and_fills_with_shadows() -> None:
         stage.put_shadow(packet(shadow, 5))
         assert [p.left for p in stage.shed()] == [5]
         assert stage.shadow_rows == 0
+
+    run(test())
+
+
+def test_shadows_alone_wait_for_a_full_batch_requests_do_not() -> None:
+    """With a long shadow delay, a partial batch of shadows waits, and a request row that
+    arrives meanwhile starts the batch at once (its own delay is 0); a full batch of
+    shadows does not wait either. No clock is read: each wait here is bounded at 5 s
+    only so that a broken stage fails instead of hanging."""
+
+    async def test() -> None:
+        job = Job.create("r", "m", "1", 8, CLASSES, POLICY, math.inf)
+        shadow = ShadowJob.of("m", "1", POLICY)
+        stage = Stage(1, max_batch=4, max_delay_s=0.0, shadow_delay_s=3600.0)
+        stage.put_shadow(packet(shadow, 2))
+        waiting = asyncio.create_task(stage.collect(3600.0))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # two shadows, no request: they wait for more
+        stage.put(packet(job, 1))
+        claims = await asyncio.wait_for(waiting, 5)
+        assert [(c.packet.spans[0].job, c.stop - c.start) for c in claims] == [
+            (job, 1),
+            (shadow, 2),
+        ]
+        stage.put_shadow(packet(shadow, 4))
+        full = await asyncio.wait_for(stage.collect(3600.0), 5)
+        assert sum(c.stop - c.start for c in full) == 4
 
     run(test())
 
