@@ -9,6 +9,7 @@ Each test starts from the calibrated thresholds (admin reset), so the order does
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -316,3 +317,33 @@ def test_overload_sheds_shadows_before_refusing_a_request(
     assert refused.status_code == 429, refused.text
     assert compared == 0  # no shadow ran before the refusal: all ten were shed first
     assert answer.status_code == 200
+
+
+def test_every_comparison_matches_the_bare_segments(
+    live_server: LiveServerFactory, repository: Path, reference: Reference
+) -> None:
+    """Every early answer shadowed (fraction 1, frozen so the thresholds stay): per exit,
+    the server's compared/agreed counters equal what the bare segments say about the same
+    images, exactly, on the I/O-binding path (hidden states as OrtValues) as well."""
+    args = ["--device", "cpu", "--io-binding", "on", "--fidelity-frozen"]
+    args += ["--fidelity-min-shadow-fraction", "1", "--fidelity-max-shadow-fraction", "1"]
+    x = stream("noise", 600, seed=5)
+    expected, full = reference.expect(x), reference.expect(x, full_depth=True).label
+    mv = {"model": MODEL, "version": "1"}
+    with (
+        live_server(args=args, repository=repository) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as c,
+    ):
+        served = serve(c, x)
+        early = int((expected.exit_index < 2).sum())
+        deadline = time.monotonic() + 30  # the last shadows finish after their answers
+        while metric(server, "exitserve_fidelity_compared_total", **mv) < early:
+            assert time.monotonic() < deadline, "shadows never finished"
+            time.sleep(0.05)
+        for k in (0, 1):
+            left = expected.exit_index == k
+            got = metric(server, "exitserve_fidelity_compared_total", exit=str(k), **mv)
+            agreed = metric(server, "exitserve_fidelity_agreed_total", exit=str(k), **mv)
+            assert got == left.sum()
+            assert agreed == (expected.label[left] == full[left]).sum()
+    assert (served == expected.label).all()  # shadows changed no answer
