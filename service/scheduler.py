@@ -146,8 +146,8 @@ class Pipeline:
 
     def _crowded(self, rows: int = 0, cost: int = 0) -> bool:
         """Whether shadows must give way (see `shadows.crowded`); worker threads ask too."""
-        watch, limit = self._watch, self.spec.max_queue_samples
-        return watch is not None and crowded(watch, self.stages, self.budget, limit, rows, cost)
+        watch, limits = self._watch, (self.spec.max_queue_samples, self.spec.row_bytes)
+        return watch is not None and crowded(watch, self.stages, self.budget, limits, rows, cost)
 
     def _shed(self) -> None:
         """Drop every queued shadow row, counted by the exit that answered it early."""

@@ -100,16 +100,24 @@ class Watch:
 
 
 def crowded(
-    watch: Watch, stages: Sequence[Stage], budget: ByteBudget, limit: int, rows: int, cost: int
+    watch: Watch,
+    stages: Sequence[Stage],
+    budget: ByteBudget,
+    limits: tuple[int, int],
+    rows: int,
+    cost: int,
 ) -> bool:
     """Whether a version is busy enough that shadows must give way: a stage queue (with
-    `rows` more at stage 0) above the share `shed_above` of `limit` (max_queue_samples),
-    or the bytes in flight (with `cost` more) above that share of the byte budget. Only
+    `rows` more at stage 0) above the share `shed_above` of max_queue_samples, or the
+    bytes in flight (with `cost` more, and the queued shadows' `row_bytes` each) above
+    that share of the byte budget. `limits`: (max_queue_samples, row_bytes). Shadows are
+    not charged to the budget, so this bounds them: at most `shed_above` of it. Only
     reads ints, so worker threads may ask."""
-    share = watch.fid.config.shed_above
+    share, (limit, row_bytes) = watch.fid.config.shed_above, limits
     queued = [s.rows + s.shadow_rows for s in stages]
     queued[0] += rows
-    return max(queued) > share * limit or budget.used + cost > share * budget.limit
+    shadow_bytes = row_bytes * sum(s.shadow_rows for s in stages)
+    return max(queued) > share * limit or (budget.used + cost + shadow_bytes > share * budget.limit)
 
 
 def shed(watch: Watch, stages: Sequence[Stage]) -> list[int]:
