@@ -98,6 +98,7 @@ async def version_stats(
 
 @router.get(f"{M}/fidelity", name="model_fidelity", responses={**_FIDELITY_DOC, **LOOKUP})
 async def fidelity(request: Request, model_name: ModelName) -> Response:
+    """The fidelity controller of the version that serves by default (an extension)."""
     return json_response(dataplane(request).fidelity(model_name, None))
 
 
@@ -105,6 +106,7 @@ async def fidelity(request: Request, model_name: ModelName) -> Response:
 async def version_fidelity(
     request: Request, model_name: ModelName, model_version: ModelVersion
 ) -> Response:
+    """The fidelity controller of one version (an extension)."""
     return json_response(dataplane(request).fidelity(model_name, model_version))
 
 
