@@ -149,8 +149,7 @@ def run_batch(
     outcome.input_seconds = started - begun
     spans, keep = _answer(k, batch, out.probs, exits, pred, outcome)
     if spans:
-        rows = np.concatenate(keep)
-        outcome.forward = _packet(runner, k, out, rows, pred, streak, spans, batch.trail)
+        outcome.forward = _packet(runner, k, out, keep, pred, streak, spans, batch.trail)
     if watched is not None:
         _shadow(runner, k, out, batch, (exits, pred, streak), watched, outcome)
     outcome.output_seconds = time.monotonic() - ended
@@ -190,13 +189,17 @@ def _answer(
     exits: npt.NDArray[np.bool_],
     pred: Rows,
     outcome: Outcome,
-) -> tuple[list[Span], list[Rows]]:
+) -> tuple[list[Span], Rows]:
     """Write exited rows into their jobs; return the survivors' spans, in batch order, and
-    their batch rows (shadow rows are not answered here and go on separately)."""
+    their batch rows. Shadow rows (the batch's tail) are not answered here and go on
+    separately; a request gone while its batch ran leaves its rows behind."""
     spans: list[Span] = []
-    keep: list[Rows] = []
+    going = ~exits[: batch.real]
     for piece in batch.pieces:
-        if piece.job.dead or piece.job.shadow:  # gone while its batch ran / a shadow
+        if piece.job.dead:
+            going[piece.lo : piece.hi] = False
+            continue
+        if piece.job.shadow:
             continue
         ex = exits[piece.lo : piece.hi]
         done = piece.rows[ex]
@@ -206,10 +209,9 @@ def _answer(
             outcome.answered.append((piece.job, int(done.size)))
         if done.size < len(piece.rows):
             spans.append(Span(piece.job, piece.rows[~ex]))
-            keep.append(np.flatnonzero(~ex) + piece.lo)
         if not outcome.jobs or outcome.jobs[-1] is not piece.job:
             outcome.jobs.append(piece.job)
-    return spans, keep
+    return spans, np.flatnonzero(going)
 
 
 def _rows(x: Hidden | None, default: int) -> int:
