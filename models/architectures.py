@@ -8,16 +8,24 @@ cost, so the same factories serve any exit layout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from models import nets
+from models import nets, textnets
 from models.flops import count_chain_macs
-from models.multiexit import ArchConfig, ArchSpec, MultiExitNet
+from models.multiexit import (
+    ArchConfig,
+    ArchSpec,
+    MultiExitNet,
+    Shape,
+    State,
+    example_input,
+    hidden_shape,
+)
 from models.placement import place_exits
+from models.tokenize import TextEncoder
 
 REGISTRY: dict[str, ArchSpec] = {}
 
@@ -29,7 +37,7 @@ def register(name: str, spec: ArchSpec) -> None:
 
 def build_model(
     arch: str,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     num_classes: int,
     percentiles: Sequence[float] | None = None,
     cuts: Sequence[int] | None = None,
@@ -43,31 +51,78 @@ def build_model(
     if unknown:
         raise KeyError(f"{arch} has no options {unknown}; known: {sorted(spec.options)}")
     opts = {**spec.options, **options}
-    units = spec.units(input_shape, opts)
-    costs, activations = count_chain_macs(units, torch.zeros(1, *input_shape))
-    cuts = _resolve_cuts(spec, costs, percentiles, cuts)
-    starts = [0, *cuts[:-1]]
+    if spec.modality == "text":
+        input_shape = (int(opts["max_length"]),)
+    if cuts is None and percentiles is None and spec.percentiles is None:
+        cuts = spec.cuts
+    return multi_exit(
+        spec.units(input_shape, opts),
+        lambda shape, classes, final: spec.head(shape, classes, final, opts),
+        example_input(spec.modality, input_shape),
+        num_classes,
+        percentiles=percentiles if percentiles is not None else spec.percentiles,
+        cuts=cuts,
+        name=arch,
+        options=opts,
+        encoder=_encoder(spec, opts),
+    )
+
+
+def _encoder(spec: ArchSpec, opts: dict[str, Any]) -> TextEncoder | None:
+    if spec.tokenizer is None:
+        return None
+    return TextEncoder(spec.tokenizer(opts), int(opts["max_length"]))
+
+
+def multi_exit(
+    units: Sequence[nn.Module],
+    head: Callable[[Shape, int, bool], nn.Module],
+    example: State,
+    num_classes: int,
+    *,
+    percentiles: Sequence[float] | None = None,
+    cuts: Sequence[int] | None = None,
+    name: str = "custom",
+    options: dict[str, Any] | None = None,
+    encoder: TextEncoder | None = None,
+) -> MultiExitNet:
+    """Bring your own backbone: `units` (an ordered chain) + a head factory -> a MultiExitNet.
+
+    `example` is one input batch: a tensor, or (input ids, attention mask) for a text
+    backbone whose units pass (hidden, mask) along. Each unit is run on it once to count
+    its cost, and exits go where the running cost crosses `percentiles` (or after the
+    explicit unit counts `cuts`); `head(hidden_shape, num_classes, final)` builds each exit.
+    A text backbone also needs its `encoder` (tokenizer file and max length).
+    The result trains, calibrates and exports through the same pipeline as the built-ins.
+    """
+    units = list(units)
+    costs, activations = count_chain_macs(units, example)
+    chosen = _resolve_cuts(costs, percentiles, cuts)
+    starts = [0, *chosen[:-1]]
     blocks: list[nn.Module] = [
-        nn.Sequential(*units[a:b]) for a, b in zip(starts, cuts, strict=True)
+        nn.Sequential(*units[a:b]) for a, b in zip(starts, chosen, strict=True)
     ]
-    heads = [
-        spec.head(tuple(activations[b - 1].shape[1:]), num_classes, b == len(units), opts)
-        for b in cuts
-    ]
-    config = ArchConfig(arch, input_shape, num_classes, tuple(cuts), opts, tuple(costs))
-    return MultiExitNet(blocks, heads, config)
+    heads = [head(hidden_shape(activations[b - 1]), num_classes, b == len(units)) for b in chosen]
+    text = isinstance(example, tuple)
+    shape = hidden_shape(example)
+    config = ArchConfig(
+        name,
+        shape,
+        num_classes,
+        tuple(chosen),
+        dict(options or {}),
+        tuple(costs),
+        modality="text" if text else "image",
+    )
+    return MultiExitNet(blocks, heads, config, encoder)
 
 
 def _resolve_cuts(
-    spec: ArchSpec,
-    costs: list[int],
-    percentiles: Sequence[float] | None,
-    cuts: Sequence[int] | None,
+    costs: list[int], percentiles: Sequence[float] | None, cuts: Sequence[int] | None
 ) -> list[int]:
-    """Explicit cuts win; else place exits at the given (or the spec's) cost percentiles."""
-    if cuts is None:
-        chosen = percentiles if percentiles is not None else spec.percentiles
-        cuts = place_exits(costs, chosen) if chosen is not None else spec.cuts
+    """Explicit cuts win; else place exits at the given cost percentiles."""
+    if cuts is None and percentiles is not None:
+        cuts = place_exits(costs, percentiles)
     if cuts is None or list(cuts) != sorted(set(cuts)) or cuts[-1] != len(costs) or cuts[0] < 1:
         raise ValueError(f"cuts must rise strictly to {len(costs)}: {cuts}")
     return list(cuts)
@@ -82,3 +137,4 @@ def rebuild(config: ArchConfig) -> MultiExitNet:
 
 register("blenet", nets.BLENET)
 register("resnet", nets.RESNET)
+register("minilm", textnets.MINILM)

@@ -14,12 +14,13 @@ from typing import Any, Literal
 
 import torch
 
-from models.architectures import build_model
+from models.architectures import REGISTRY, build_model
 from models.calibrate import accuracy_per_exit
-from models.data import Splits
+from models.data import Splits, TextDataset
 from models.multiexit import MultiExitNet
 from models.placement import PlacementError
 from models.sources import SplitSizes, load_splits
+from models.textdata import Columns
 from models.train import (
     TrainConfig,
     TrainResult,
@@ -44,11 +45,14 @@ class BuildConfig:
     data: str = "mnist"
     sizes: SplitSizes = field(default_factory=SplitSizes)
     train: TrainConfig = field(default_factory=TrainConfig)
+    columns: Columns = field(default_factory=Columns)  # text and label fields of CSV/JSONL
     tolerance_pp: float = 0.5
     parity_samples: int = 128
     # calibrate against the final exit, or the most accurate one on validation
     reference: Literal["final", "best"] = "final"
     force: bool = False  # publish even when the quality gate refuses
+    # fp16: large weights rounded to FP16 and stored so (computed in FP32): half the files
+    weights: Literal["fp32", "fp16"] = "fp32"
 
     def to_json(self) -> str:
         """Serialised for checkpoints, so `export` can re-derive the same splits."""
@@ -63,8 +67,9 @@ class BuildConfig:
             train["exit_weights"] = tuple(train["exit_weights"])
         percentiles = raw.pop("percentiles")
         return cls(
-            **{k: v for k, v in raw.items() if k != "sizes"},
+            **{k: v for k, v in raw.items() if k not in ("sizes", "columns")},
             sizes=SplitSizes(**raw["sizes"]),
+            columns=Columns(**raw.get("columns", {})),
             train=TrainConfig(**train),
             percentiles=tuple(percentiles) if percentiles is not None else None,
         )
@@ -101,7 +106,8 @@ class Plan:
 
 def plan(config: BuildConfig) -> Plan:
     """Everything that can be wrong with the data or the options, found before step one."""
-    splits = load_splits(config.data, config.sizes, config.train.seed)
+    splits = load_splits(config.data, config.sizes, config.train.seed, config.columns)
+    _check_modality(config, splits)
     torch.manual_seed(config.train.seed)
     try:
         model = build_model(
@@ -122,6 +128,21 @@ def plan(config: BuildConfig) -> Plan:
         raise OptionError(str(exc), "exit_weights") from exc
     train_config = resolve_epochs(config.train, len(splits.train))
     return Plan(replace(config, train=train_config), splits, model)
+
+
+def _check_modality(config: BuildConfig, splits: Splits) -> None:
+    """Text data needs a text architecture and images an image one; say which, up front."""
+    spec = REGISTRY.get(config.arch)
+    text = isinstance(splits.train, TextDataset)
+    if spec is None or (spec.modality == "text") == text:
+        return
+    kind = "text" if text else "image"
+    fitting = sorted(n for n, s in REGISTRY.items() if (s.modality == "text") == text)
+    raise OptionError(
+        f"{config.data} holds {kind} data, but {config.arch} is not a {kind} architecture: "
+        f"use {' or '.join(fitting)}",
+        "arch",
+    )
 
 
 def train_model(config: BuildConfig) -> Trained:
@@ -148,7 +169,7 @@ def train_plan(ready: Plan) -> Trained:
 
 def validation_accuracy(trained: Trained) -> list[float]:
     """Each exit's accuracy on the validation split: the first sign of a failed run."""
-    probs = exit_probabilities(trained.model, trained.splits.val.x)
+    probs = exit_probabilities(trained.model, trained.splits.val)
     return accuracy_per_exit(probs, trained.splits.val.y)
 
 
@@ -159,10 +180,39 @@ def build_repository(config: BuildConfig, out: Path) -> Path:
     return package(train_model(config), config, out)
 
 
-def default_configs(threads: int | None = 2) -> list[BuildConfig]:
-    """The two bundled models: `mnist` (residual CNN) and `mnist-lenet` (B-LeNet).
+def sentiment_config(threads: int | None = 2, mode: str = "joint") -> BuildConfig:
+    """`sentiment`: MiniLM-L6 fine-tuned on Rotten Tomatoes, exits after layers 2, 3, 4, 6.
 
-    Sized for `make model` to finish in about a quarter of an hour on two shared cores.
+    Joint fine-tuning with the final exit distilled into the early heads; `mode` builds the
+    other training modes on the very same splits for docs/models.md's comparison.
+    """
+    train = TrainConfig(
+        mode=mode,  # type: ignore[arg-type]
+        epochs=3 if mode == "heads" else 2,
+        batch_size=32,
+        lr=5e-5,  # the pretrained backbone: small steps, or it forgets
+        head_lr=2e-3,
+        distill=0.5,
+        seed=0,
+        threads=threads,
+    )
+    return BuildConfig(
+        name="sentiment",
+        arch="minilm",
+        data="rotten-tomatoes",
+        # 2,562 test and 2,000 validation snippets: enough to resolve a 1 pp tolerance
+        sizes=SplitSizes(val_samples=2000, test_fraction=0.2),
+        train=train,
+        tolerance_pp=1.0,
+        parity_samples=64,
+        weights="fp16",  # ~45 MB instead of ~90 MB; see docs/models.md for the parity
+    )
+
+
+def default_configs(threads: int | None = 2) -> list[BuildConfig]:
+    """The bundled models: `mnist` (residual CNN), `mnist-lenet` (B-LeNet), `sentiment` (text).
+
+    Sized for `make model` to finish in about half an hour on two shared cores.
     """
     # one pass over 55k images in small batches: ~860 updates, the most two cores allow
     train = TrainConfig(mode="joint", epochs=1, batch_size=64, lr=3e-3, seed=0, threads=threads)
@@ -176,6 +226,7 @@ def default_configs(threads: int | None = 2) -> list[BuildConfig]:
             sizes=sizes,
             train=replace(train, epochs=3, lr=5e-3),
         ),
+        sentiment_config(threads),
     ]
 
 

@@ -20,6 +20,8 @@ import numpy.typing as npt
 from models.data import FloatArray, IntArray
 
 POLICIES = ("confidence", "entropy", "margin")
+PATIENCE = "patience"  # PABEE: leave once k consecutive exits agree; calibrated as k itself
+ALL_POLICIES = (*POLICIES, PATIENCE)
 GRID_POINTS = 160
 GREEDY_PASSES = 2
 # one-sided margin, in standard errors of the validation accuracy drop (about 84% coverage)
@@ -91,6 +93,17 @@ def from_manifest(policy: str, thresholds: list[float]) -> npt.NDArray[np.float6
     return -early if policy == "entropy" else early
 
 
+def patience_exits(probs: FloatArray, patience: int) -> IntArray:
+    """PABEE's routing, as the server does it: the first exit whose prediction is the same as
+    at the `patience` - 1 exits before it (a streak of `patience`); the last exit otherwise."""
+    preds = probs.argmax(axis=-1)
+    streak = np.ones(preds.shape, dtype=np.int64)
+    for k in range(1, len(preds)):
+        streak[k] = np.where(preds[k] == preds[k - 1], streak[k - 1] + 1, 1)
+    passes = np.vstack([streak[:-1] >= patience, np.ones((1, preds.shape[1]), dtype=bool)])
+    return np.asarray(np.argmax(passes, axis=0), dtype=np.int64)
+
+
 def apply(
     probs: FloatArray,
     labels: IntArray,
@@ -98,9 +111,12 @@ def apply(
     thresholds: list[float],
     cumulative: FloatArray,
 ) -> Outcome:
-    """Evaluate manifest-style thresholds on any split (used for the test set)."""
-    score = scores(probs, policy)
+    """Evaluate manifest-style thresholds on any split (used for the test set); for
+    patience, every entry of `thresholds` is k."""
     correct = probs.argmax(axis=-1) == labels[None, :]
+    if policy == PATIENCE:
+        return outcome(patience_exits(probs, int(thresholds[0])), correct, cumulative)
+    score = scores(probs, policy)
     return outcome(exits_taken(score, from_manifest(policy, thresholds)), correct, cumulative)
 
 
@@ -141,7 +157,16 @@ def _evaluate(
     standard error keeps the greedy search from spending the whole tolerance on noise that
     would not carry over to unseen data.
     """
-    taken = exits_taken(score, cuts)
+    return _judge(exits_taken(score, cuts), correct, cumulative, cuts, budget)
+
+
+def _judge(
+    taken: IntArray,
+    correct: npt.NDArray[np.bool_],
+    cumulative: FloatArray,
+    cuts: npt.NDArray[np.float64],
+    budget: Budget,
+) -> _Candidate:
     n = len(taken)
     diff = correct[taken, np.arange(n)].astype(np.float64) - correct[budget.reference]
     margin = budget.z * float(diff.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
@@ -191,7 +216,7 @@ def calibrate(
     labels: IntArray,
     cumulative: FloatArray,
     tolerance_pp: float = 0.5,
-    policies: tuple[str, ...] = POLICIES,
+    policies: tuple[str, ...] = ALL_POLICIES,
     safety_z: float = SAFETY_Z,
     reference: int = -1,
 ) -> dict[str, PolicyChoice]:
@@ -207,6 +232,9 @@ def calibrate(
     budget = Budget(tolerance_pp / 100.0, safety_z, reference)
     choices = {}
     for policy in policies:
+        if policy == PATIENCE:
+            choices[policy] = calibrate_patience(probs, correct, cumulative, budget)
+            continue
         best, curve = _search(scores(probs, policy), correct, cumulative, budget)
         thresholds = to_manifest(policy, best.cuts, probs.shape[-1])
         choices[policy] = PolicyChoice(
@@ -215,10 +243,35 @@ def calibrate(
     return choices
 
 
+def calibrate_patience(
+    probs: FloatArray, correct: npt.NDArray[np.bool_], cumulative: FloatArray, budget: Budget
+) -> PolicyChoice:
+    """The smallest patience k whose routing holds the tolerance (same margin as the others).
+
+    Patience has no threshold to tune: k is the only knob, so where even the largest k that
+    still lets anything leave early loses too much, the choice comes back infeasible (the
+    manifest then declares no patience, and the policy must be refused) instead of the
+    PABEE default silently costing accuracy.
+    """
+    exits = probs.shape[0]
+    candidates = [
+        _judge(patience_exits(probs, k), correct, cumulative, np.array([float(k)]), budget)
+        for k in range(1, max(2, exits))
+    ]
+    curve = [(c.result.compute_fraction, c.result.accuracy) for c in candidates]
+    best = candidates[-1]
+    for candidate in reversed(candidates):
+        if _better(candidate, best):
+            best = candidate
+    k = [float(best.cuts[0])] * exits
+    return PolicyChoice(PATIENCE, k, best.result, best.feasible, curve, best.margin)
+
+
 def pick_default(choices: dict[str, PolicyChoice]) -> str:
-    """The feasible policy with the lowest validation compute (confidence wins ties)."""
+    """The feasible threshold policy with the lowest validation compute (confidence wins
+    ties); patience is never the default (the manifest's default needs thresholds)."""
     order = sorted(
-        choices.values(),
+        (c for c in choices.values() if c.policy in POLICIES),
         key=lambda c: (not c.feasible, round(c.val.compute_fraction, 6), c.policy != "confidence"),
     )
     return order[0].policy

@@ -22,6 +22,7 @@ from models.manifest import ManifestError
 from models.options import POSITIVE, PUBLISH_OPTIONS, TRAIN_OPTIONS, Decorator, arch_options
 from models.paths import bundled_repository
 from models.sources import SizeError, SplitSizes
+from models.textdata import Columns
 from models.train import TrainConfig
 
 
@@ -84,6 +85,7 @@ def _config(kw: dict[str, Any]) -> BuildConfig:
             val_samples=kw["val_samples"],
             test_samples=kw["test_samples"],
         ),
+        columns=Columns(text=kw["text_column"], label=kw["label_column"]),
         train=TrainConfig(
             mode=kw["mode"],
             epochs=kw["epochs"],
@@ -94,6 +96,8 @@ def _config(kw: dict[str, Any]) -> BuildConfig:
             threads=kw["threads"],
             device=kw["device"],
             progress=kw["progress"],
+            distill=kw["distill"],
+            head_lr=kw["head_lr"],
         ),
     )
 
@@ -107,6 +111,7 @@ def _publishing(config: BuildConfig, kw: dict[str, Any]) -> BuildConfig:
         tolerance_pp=kw["tolerance"],
         reference=kw["reference"],
         force=kw["force"],
+        weights=kw["weights"],
     )
 
 
@@ -157,7 +162,7 @@ def export(checkpoint: Path, out: Path, parity_samples: int, **kw: Any) -> None:
     _logging()
     model, config = load_checkpoint(checkpoint)
     config = replace(_publishing(config, kw), parity_samples=parity_samples)
-    splits = load_splits(config.data, config.sizes, config.train.seed)
+    splits = load_splits(config.data, config.sizes, config.train.seed, config.columns)
     _report(package(Trained(model, splits, TrainResult()), config, out))
 
 
@@ -183,7 +188,8 @@ def build(out: Path, **kw: Any) -> None:
 @click.option("--threads", type=POSITIVE, default=2, show_default=True)
 @_user_errors
 def build_default(out: Path, only: tuple[str, ...], threads: int) -> None:
-    """Rebuild the bundled models `mnist` (residual CNN) and `mnist-lenet` (B-LeNet)."""
+    """Rebuild the bundled models `mnist` (residual CNN), `mnist-lenet` (B-LeNet) and
+    `sentiment` (MiniLM-L6 on Rotten Tomatoes; the slow one, about 10 minutes)."""
     _logging()
     for config in default_configs(threads):
         if not only or config.name in only:

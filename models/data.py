@@ -12,7 +12,7 @@ import gzip
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -66,18 +66,59 @@ class Dataset:
         c, h, w = self.x.shape[1:]
         return (int(c), int(h), int(w))
 
-    def take(self, index: npt.NDArray[np.int64] | slice) -> Dataset:
+    def take(self, index: npt.NDArray[np.int64] | slice) -> Self:
         """The samples at `index`, sharing the class names."""
-        return Dataset(self.x[index], self.y[index], self.labels)
+        return type(self)(self.x[index], self.y[index], self.labels)
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Texts (one string per sample), integer labels `y` and the class names.
+
+    Kept as strings: tokenising is the model's business (its own tokenizer and max length),
+    done when a model reads the data, exactly as the server will do it.
+    """
+
+    texts: tuple[str, ...]
+    y: IntArray
+    labels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.y):
+            raise DataError(f"{len(self.texts)} texts but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Text has no fixed shape: the architecture's max length decides it."""
+        return ()
+
+    def take(self, index: npt.NDArray[np.int64] | slice) -> Self:
+        """The samples at `index`, sharing the class names."""
+        picked = np.arange(len(self.texts))[index]
+        return type(self)(tuple(self.texts[i] for i in picked), self.y[index], self.labels)
+
+
+AnyDataset = Dataset | TextDataset
+
+
+class _Samples(Protocol):
+    def __len__(self) -> int: ...
+    def take(self, index: npt.NDArray[np.int64] | slice) -> Self: ...
+
+
+D = TypeVar("D", bound=_Samples)
 
 
 @dataclass(frozen=True)
 class Splits:
     """Train (fit weights), validation (calibrate thresholds) and test (report) sets."""
 
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: AnyDataset
+    val: AnyDataset
+    test: AnyDataset
 
 
 def read_idx(path: Path) -> npt.NDArray[np.uint8]:
@@ -235,7 +276,7 @@ def _open_image(path: Path) -> PILImage:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
-def split_off(data: Dataset, count: int, seed: int) -> tuple[Dataset, Dataset]:
+def split_off(data: D, count: int, seed: int) -> tuple[D, D]:
     """A seeded random split: (rest, held-out `count` samples)."""
     if not 0 < count < len(data):
         raise DataError(f"cannot hold out {count} of {len(data)} samples")
@@ -243,7 +284,7 @@ def split_off(data: Dataset, count: int, seed: int) -> tuple[Dataset, Dataset]:
     return data.take(np.sort(order[count:])), data.take(np.sort(order[:count]))
 
 
-def limit(data: Dataset, count: int | None, seed: int) -> Dataset:
+def limit(data: D, count: int | None, seed: int) -> D:
     """At most `count` samples, chosen at random with `seed` (None: all of them)."""
     if count is None or count >= len(data):
         return data

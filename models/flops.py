@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 MacCounter = Callable[[nn.Module, torch.Tensor, torch.Tensor], int]
+# what a unit takes: a tensor, or a tuple such as a text model's (hidden, attention mask)
+Example = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 def _conv_macs(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
@@ -58,7 +60,7 @@ def _counter_for(layer: nn.Module) -> MacCounter | None:
     return None
 
 
-def count_macs(module: nn.Module, example: torch.Tensor) -> int:
+def count_macs(module: nn.Module, example: Example) -> int:
     """MACs per sample of `module(example)`; `example` is one batch (its first sample counts)."""
     total = 0
 
@@ -82,11 +84,11 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int:
 
 
 def count_chain_macs(
-    units: Iterable[nn.Module], example: torch.Tensor
-) -> tuple[list[int], list[torch.Tensor]]:
+    units: Iterable[nn.Module], example: Example
+) -> tuple[list[int], list[Example]]:
     """MACs of each unit of a sequential chain and the example's activation after each."""
     costs: list[int] = []
-    activations: list[torch.Tensor] = []
+    activations: list[Example] = []
     h = example
     for unit in units:
         costs.append(count_macs(unit, h))

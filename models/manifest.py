@@ -10,7 +10,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -31,7 +31,8 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    """A tensor's name, v2 datatype and shape without the batch axis."""
+    """A tensor's name, v2 datatype and shape without the batch axis (-1: the sequence axis
+    of a text model, which varies per batch)."""
 
     name: str = Field(min_length=1)
     datatype: Literal["FP32", "FP16", "INT64", "INT32"] = "FP32"
@@ -40,9 +41,36 @@ class TensorSpec(_Strict):
     @field_validator("shape")
     @classmethod
     def _positive(cls, shape: list[int]) -> list[int]:
-        if any(d <= 0 for d in shape):
-            raise ValueError("every dimension must be a positive integer")
+        if any(d <= 0 and d != -1 for d in shape):
+            raise ValueError("every dimension must be a positive integer (or -1: dynamic)")
         return shape
+
+    @property
+    def dynamic(self) -> bool:
+        return -1 in self.shape
+
+
+class TextInput(_Strict):
+    """How a text model's requests become segment 0's inputs: the server's preprocessing.
+
+    One UTF-8 string per sample arrives as `input_name` (v2 BYTES, shape [-1]); the
+    `tokenizers` library loads `tokenizer_file` from the version folder, truncates each text
+    to `max_length` tokens (special tokens included) and pads each batch to its longest
+    text with `pad_id`; segment 0 takes the ids and the mask (1 = token, 0 = padding).
+    """
+
+    input_name: str = Field("text", min_length=1)
+    datatype: Literal["BYTES"] = "BYTES"
+    tokenizer_file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.json$")
+    max_length: int = Field(ge=2, le=4096)
+    truncation: Literal["longest_first"] = Field(
+        "longest_first", description="texts over max_length tokens are cut, not refused"
+    )
+    padding: Literal["batch_longest"] = Field(
+        "batch_longest", description="pad to the longest text of each batch, not max_length"
+    )
+    pad_token: str = "[PAD]"
+    pad_id: int = Field(0, ge=0)
 
 
 class Segment(_Strict):
@@ -53,6 +81,9 @@ class Segment(_Strict):
     input: TensorSpec
     hidden_output: TensorSpec | None = Field(
         description="hidden state passed to the next segment; None for the last segment"
+    )
+    mask_input: TensorSpec | None = Field(
+        None, description="text: the attention mask (INT64 [-1]) every segment takes too"
     )
     logits_output: str
     probs_output: str
@@ -101,7 +132,8 @@ class Training(_Strict):
     """Where the weights came from, so a result can be reproduced."""
 
     dataset: str
-    mode: Literal["joint", "layerwise"]
+    mode: Literal["joint", "layerwise", "heads", "two_stage"]
+    distill: float = Field(0.0, ge=0, le=1)
     seed: int
     epochs: int = Field(ge=0)
     exit_weights: list[float] = Field(default_factory=list)
@@ -124,9 +156,40 @@ class Manifest(_Strict):
     default_policy: Literal["confidence", "entropy", "margin"] = "confidence"
     calibration: Calibration | None = None
     training: Training | None = None
+    text: TextInput | None = Field(None, description="text models only: their tokenisation")
+    patience: int | None = Field(
+        None, ge=1, description="calibrated PABEE patience; None where none holds the tolerance"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
+        self._check_segments()
+        self._check_text()
+        fractions = [s.cumulative_fraction for s in self.segments]
+        if fractions != sorted(fractions) or abs(fractions[-1] - 1.0) > 1e-6:
+            raise ValueError("segments' cumulative_fraction must increase to 1.0")
+        if self.calibration and len(self.calibration.exit_distribution) != len(self.segments):
+            raise ValueError("calibration.exit_distribution needs one entry per segment")
+        return self
+
+    def _check_text(self) -> None:
+        """Text: INT64 ids and a mask into every segment; images: no mask, no dynamic axes."""
+        if self.text is None:
+            for k, seg in enumerate(self.segments):
+                if seg.mask_input is not None:
+                    raise ValueError(f"segments[{k}].mask_input is for text models only")
+            specs = [self.input, *(s.hidden_output for s in self.segments if s.hidden_output)]
+            if any(spec.dynamic for spec in specs):
+                raise ValueError("dynamic (-1) dimensions are for text models only")
+            return
+        if self.input.datatype != "INT64" or self.input.shape != [-1]:
+            raise ValueError("input: a text model takes INT64 token ids of shape [-1]")
+        for k, seg in enumerate(self.segments):
+            mask = seg.mask_input
+            if mask is None or mask.datatype != "INT64" or mask.shape != [-1]:
+                raise ValueError(f"segments[{k}].mask_input must be an INT64 [-1] mask")
+
+    def _check_segments(self) -> None:
         for k, seg in enumerate(self.segments):
             where = f"segments[{k}]"
             if seg.index != k:
@@ -142,12 +205,6 @@ class Manifest(_Strict):
                     raise ValueError(f"{where}.input.shape must equal segments[{k - 1}] hidden")
             if self.default_policy not in seg.thresholds:
                 raise ValueError(f"{where}.thresholds lacks the default policy")
-        fractions = [s.cumulative_fraction for s in self.segments]
-        if fractions != sorted(fractions) or abs(fractions[-1] - 1.0) > 1e-6:
-            raise ValueError("segments' cumulative_fraction must increase to 1.0")
-        if self.calibration and len(self.calibration.exit_distribution) != len(self.segments):
-            raise ValueError("calibration.exit_distribution needs one entry per segment")
-        return self
 
     @property
     def num_exits(self) -> int:
@@ -171,14 +228,25 @@ def load_manifest(version_dir: Path) -> Manifest:
     if missing:
         fields = ", ".join(f"segments.{s.index}.file" for s in missing)
         raise ManifestError(f"segment files missing: {[s.file for s in missing]} ({fields})")
+    if manifest.text and not (version_dir / manifest.text.tokenizer_file).is_file():
+        raise ManifestError(f"text.tokenizer_file {manifest.text.tokenizer_file!r} is missing")
     return manifest
 
 
 def save_manifest(manifest: Manifest, version_dir: Path) -> Path:
     """Write the manifest, pretty-printed so that a diff of it reads well."""
     path = version_dir / MANIFEST_FILE
-    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    # an image manifest reads as before: the text-only fields are left out while unset
+    dumped = manifest.model_dump_json(indent=2, exclude=_unset_text_fields(manifest))
+    path.write_text(dumped + "\n", encoding="utf-8")
     return path
+
+
+def _unset_text_fields(manifest: Manifest) -> dict[str, Any]:
+    exclude: dict[str, Any] = {f: True for f in ("patience",) if manifest.patience is None}
+    if manifest.text is None:
+        exclude |= {"text": True, "segments": {"__all__": {"mask_input"}}}
+    return exclude
 
 
 def _describe(exc: ValidationError) -> str:

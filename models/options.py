@@ -78,7 +78,18 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 POSITIVE = click.IntRange(min=1)
 TRAIN_OPTIONS: list[Decorator] = [
-    click.option("--data", required=True, help="mnist, fashion-mnist, npz:PATH or folder:PATH"),
+    click.option(
+        "--data",
+        required=True,
+        help="images: mnist, fashion-mnist, npz:PATH, folder:PATH; "
+        "texts: rotten-tomatoes, csv:PATH, jsonl:PATH",
+    ),
+    click.option(
+        "--text-column", default="text", show_default=True, help="CSV/JSONL field of the text"
+    ),
+    click.option(
+        "--label-column", default="label", show_default=True, help="CSV/JSONL field of the label"
+    ),
     click.option(
         "--arch", type=click.Choice(sorted(REGISTRY)), default="resnet", show_default=True
     ),
@@ -89,7 +100,12 @@ TRAIN_OPTIONS: list[Decorator] = [
         help="exit positions as cost shares, e.g. 0.15,0.4,0.7,1",
     ),
     click.option(
-        "--mode", type=click.Choice(["joint", "layerwise"]), default="joint", show_default=True
+        "--mode",
+        type=click.Choice(["joint", "layerwise", "heads", "two_stage"]),
+        default="joint",
+        show_default=True,
+        help="heads: train only the exits on the frozen backbone; two_stage: fine-tune the "
+        "final exit, then the other heads on the frozen backbone",
     ),
     click.option(
         "--epochs",
@@ -104,6 +120,18 @@ TRAIN_OPTIONS: list[Decorator] = [
         "--exit-weights",
         type=EXIT_WEIGHTS,
         help="loss weight per exit for joint training, e.g. 1,1,1,2",
+    ),
+    click.option(
+        "--distill",
+        type=click.FloatRange(0, 1),
+        default=0.0,
+        show_default=True,
+        help="share of each early exit's loss spent matching the final exit's softmax",
+    ),
+    click.option(
+        "--head-lr",
+        type=click.FloatRange(min=0, min_open=True),
+        help="learning rate of the exit heads [default: --lr]; fine-tuning wants --lr small",
     ),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--threads", type=POSITIVE, help="torch CPU threads (default: torch's choice)"),
@@ -147,4 +175,11 @@ PUBLISH_OPTIONS: list[Decorator] = [
         help="calibrate against the final exit or the most accurate exit on validation",
     ),
     click.option("--force", is_flag=True, help="publish even if the quality gate refuses"),
+    click.option(
+        "--weights",
+        type=click.Choice(["fp32", "fp16"]),
+        default="fp32",
+        show_default=True,
+        help="fp16: store large weights as FP16 (rounded first; computed in FP32)",
+    ),
 ]

@@ -18,7 +18,16 @@ import numpy as np
 import torch
 
 from models.build import BuildConfig, Trained
-from models.calibrate import accuracy_per_exit, apply, best_exit, calibrate, pick_default
+from models.calibrate import (
+    PATIENCE,
+    POLICIES,
+    accuracy_per_exit,
+    apply,
+    best_exit,
+    calibrate,
+    pick_default,
+)
+from models.compress import round_weights, store_fp16
 from models.export import LOGITS, PROBS, ExportedSegment, check_parity, export_segments
 from models.flops import count_macs
 from models.gate import Figures, QualityError, baseline_accuracy, judge
@@ -26,6 +35,7 @@ from models.manifest import (
     Calibration,
     Manifest,
     Segment,
+    TextInput,
     Training,
     load_manifest,
     save_manifest,
@@ -33,14 +43,16 @@ from models.manifest import (
 from models.multiexit import MultiExitNet
 from models.report import ReportData, summary, write_report
 from models.sources import describe
-from models.train import exit_probabilities
+from models.textnets import TOKENIZER_FILE
+from models.train import exit_probabilities, model_inputs
 
 log = logging.getLogger(__name__)
 
 
 def segment_macs(model: MultiExitNet) -> list[int]:
-    """MACs per sample of each served segment (block + head), counted by forward hooks."""
-    x = torch.zeros(1, *model.config.input_shape)
+    """MACs per sample of each served segment (block + head), counted by forward hooks
+    (text: at max_length tokens; every layer scales alike, so the shares hold at any length)."""
+    x = model.example(1)
     costs = []
     for block, head in zip(model.blocks, model.heads, strict=True):
         with torch.no_grad():
@@ -81,8 +93,16 @@ def _build(trained: Trained, config: BuildConfig, scratch: Path) -> None:
     model = trained.model.eval()
     shutil.rmtree(scratch, ignore_errors=True)
     started = time.monotonic()
+    if config.weights == "fp16":
+        round_weights(model)  # before anything is measured: what is served is what is judged
     exported = export_segments(model, scratch)
-    diffs = check_parity(model, scratch, trained.splits.test.x[: config.parity_samples])
+    if config.weights == "fp16":
+        stored = sum(store_fp16(scratch / seg.file) for seg in exported)
+        log.info("stored %d weight tensors as FP16 (computed in FP32)", stored)
+    real = trained.splits.test.take(slice(0, config.parity_samples))
+    diffs = check_parity(model, scratch, model_inputs(model, real))
+    if model.encoder is not None:
+        shutil.copyfile(model.encoder.file, scratch / TOKENIZER_FILE)
     log.info("exported %d segments; max abs diff vs PyTorch %.2g", len(exported), max(diffs))
     report = gated(measure(trained, config), config)
     save_manifest(make_manifest(trained, config, exported, report), scratch)
@@ -122,8 +142,8 @@ def measure(trained: Trained, config: BuildConfig) -> ReportData:
     model, splits = trained.model, trained.splits
     costs = segment_macs(model)
     cumulative = np.asarray(cumulative_fractions(costs), dtype=np.float32)
-    val_probs = exit_probabilities(model, splits.val.x)
-    test_probs = exit_probabilities(model, splits.test.x)
+    val_probs = exit_probabilities(model, splits.val)
+    test_probs = exit_probabilities(model, splits.test)
     log.info("evaluated %d val + %d test samples", len(splits.val), len(splits.test))
     val_accuracy = accuracy_per_exit(val_probs, splits.val.y)
     reference = best_exit(val_accuracy) if config.reference == "best" else len(costs) - 1
@@ -163,26 +183,51 @@ def make_manifest(
             file=seg.file,
             input=seg.input,
             hidden_output=seg.hidden_output,
+            mask_input=seg.mask_input,
             logits_output=LOGITS,
             probs_output=PROBS,
             macs=report.segment_macs[seg.index],
             cumulative_fraction=report.cumulative[seg.index],
-            thresholds={p: c.thresholds[seg.index] for p, c in report.choices.items()},
+            thresholds={
+                p: c.thresholds[seg.index] for p, c in report.choices.items() if p in POLICIES
+            },
         )
         for seg in exported
     ]
-    options = ", ".join(f"{k}={v}" for k, v in sorted(trained.model.config.options.items()))
+    arch = trained.model.config  # a bring-your-own model's name, not the config's default
+    options = ", ".join(f"{k}={v}" for k, v in sorted(arch.options.items()) if v != "")
     return Manifest(
         name=config.name,
         version=config.version,
-        architecture=f"{config.arch}({options})",
+        architecture=f"{arch.arch}({options})",
         input=exported[0].input,
         labels=list(trained.splits.train.labels),
         segments=segments,
         default_policy=report.default_policy,
         calibration=_calibration(report),
         training=_training(trained, config, report),
+        text=_text_input(trained.model),
+        patience=_patience(report),
     )
+
+
+def _text_input(model: MultiExitNet) -> TextInput | None:
+    """The tokenisation the server must repeat, exactly as training and calibration did."""
+    if model.encoder is None:
+        return None
+    encoder = model.encoder
+    return TextInput(
+        tokenizer_file=TOKENIZER_FILE,
+        max_length=encoder.max_length,
+        pad_token=encoder.pad_token,
+        pad_id=encoder.pad_id(),
+    )
+
+
+def _patience(report: ReportData) -> int | None:
+    """The calibrated k, or None where no k holds the tolerance (the policy is refused)."""
+    choice = report.choices.get(PATIENCE)
+    return int(choice.thresholds[0]) if choice is not None and choice.feasible else None
 
 
 def _calibration(report: ReportData) -> Calibration:
@@ -222,6 +267,7 @@ def _training(trained: Trained, config: BuildConfig, report: ReportData) -> Trai
     return Training(
         dataset=describe(config.data),
         mode=config.train.mode,
+        distill=config.train.distill,
         seed=config.train.seed,
         epochs=config.train.epochs or trained.result.epochs,
         exit_weights=list(weights),

@@ -1,4 +1,5 @@
-"""Turn a data-source string (`mnist`, `fashion-mnist`, `npz:PATH`, `folder:PATH`) into splits.
+"""Turn a data-source string into splits: images (`mnist`, `fashion-mnist`, `npz:PATH`,
+`folder:PATH`) or texts (`rotten-tomatoes`, `csv:PATH`, `jsonl:PATH`).
 
 One place decides how each source yields train/validation/test, so `train`, `export` and
 `build` agree: export re-derives the same validation split from the source and the seed.
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.data import (
+    AnyDataset,
     DataError,
-    Dataset,
     Splits,
     limit,
     load_fashion_mnist,
@@ -20,8 +21,10 @@ from models.data import (
     load_npz,
     split_off,
 )
+from models.textdata import Columns, load_rotten_tomatoes, load_table
 
-BUILTIN = ("mnist", "fashion-mnist")
+BUILTIN = ("mnist", "fashion-mnist", "rotten-tomatoes")
+TEXT_KINDS = ("rotten-tomatoes", "csv", "jsonl")
 # fewer training samples than this per class cannot train anything worth calibrating
 MIN_TRAIN_PER_CLASS = 10
 
@@ -51,9 +54,18 @@ def describe(source: str) -> str:
     return f"{kind}:{Path(rest).name}" if rest else kind
 
 
-def _train_and_test(source: str, sizes: SplitSizes, seed: int) -> tuple[Dataset, Dataset]:
+def is_text(source: str) -> bool:
+    """Whether `source` names text data (which needs a text architecture)."""
+    return source.partition(":")[0] in TEXT_KINDS
+
+
+def _train_and_test(
+    source: str, sizes: SplitSizes, seed: int, columns: Columns
+) -> tuple[AnyDataset, AnyDataset]:
     """The source's own test split where it has one, else a seeded hold-out."""
     kind, _, rest = source.partition(":")
+    train: AnyDataset
+    test: AnyDataset | None
     if kind == "mnist" and not rest:
         return load_mnist("train"), load_mnist("t10k")
     if kind == "fashion-mnist" and not rest:
@@ -62,9 +74,14 @@ def _train_and_test(source: str, sizes: SplitSizes, seed: int) -> tuple[Dataset,
         train, test = load_npz(Path(rest))
     elif kind == "folder" and rest:
         train, test = load_folder(Path(rest)), None
+    elif kind == "rotten-tomatoes" and not rest:
+        train, test = load_rotten_tomatoes(), None
+    elif kind in ("csv", "jsonl") and rest:
+        train, test = load_table(Path(rest), columns), None
     else:
         raise DataError(
-            f"unknown data source {source!r}: use mnist, fashion-mnist, npz:PATH or folder:PATH"
+            f"unknown data source {source!r}: use mnist, fashion-mnist, npz:PATH, folder:PATH, "
+            "rotten-tomatoes, csv:PATH or jsonl:PATH"
         )
     if test is None:
         held = max(1, round(len(train) * sizes.test_fraction))
@@ -72,9 +89,14 @@ def _train_and_test(source: str, sizes: SplitSizes, seed: int) -> tuple[Dataset,
     return train, test
 
 
-def load_splits(source: str, sizes: SplitSizes, seed: int) -> Splits:
-    """Train/validation/test for `source`; the validation split is carved from training data."""
-    train, test = _train_and_test(source, sizes, seed)
+def load_splits(
+    source: str, sizes: SplitSizes, seed: int, columns: Columns | None = None
+) -> Splits:
+    """Train/validation/test for `source`; the validation split is carved from training data.
+
+    `columns` name the text and label fields of a CSV or JSONL source.
+    """
+    train, test = _train_and_test(source, sizes, seed, columns or Columns())
     option = "val_samples" if sizes.val_samples is not None else "val_fraction"
     n_val = sizes.val_samples or max(1, round(len(train) * sizes.val_fraction))
     needed = MIN_TRAIN_PER_CLASS * len(train.labels)

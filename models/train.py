@@ -1,8 +1,12 @@
-"""Train a multi-exit network, jointly or layer-wise, and read out every exit's softmax.
+"""Train a multi-exit network and read out every exit's softmax.
 
 Joint: one optimiser on a weighted sum of all exits' losses, so early exits shape the shared
 features. Layer-wise: block k and its head are trained on exit k's loss while blocks before
 it stay frozen (weights and batch-norm statistics), moving forward one block at a time.
+Heads: only the exit heads learn, on a frozen (pretrained) backbone, whose answers stay
+untouched (Apparate's way). Two-stage: fine-tune backbone and final exit on the final loss,
+then train the early heads on the frozen result (DeeBERT's way). With `distill` > 0 the
+early exits also learn the final exit's softmax (its soft labels carry more than the label).
 Runs are reproducible from the seed: weights, shuffling and the LR schedule all derive
 from it.
 """
@@ -14,19 +18,24 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models.data import Dataset, FloatArray
-from models.multiexit import MultiExitNet
+from models.data import Dataset, TextDataset
+from models.multiexit import MultiExitNet, State
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Inputs = tuple[npt.NDArray[np.generic], ...]
+ParamGroups = list[dict[str, Any]]
+TrainData = tuple[Inputs, npt.NDArray[np.int64]]  # model inputs and labels
+
+LossFn = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]
 log = logging.getLogger(__name__)
 
 # Optimiser steps a run gets when no epoch count is given: the one-cycle schedule needs a few
@@ -44,7 +53,7 @@ class TrainConfig:
     `epochs` None means "choose from the data": see `auto_epochs`.
     """
 
-    mode: Literal["joint", "layerwise"] = "joint"
+    mode: Literal["joint", "layerwise", "heads", "two_stage"] = "joint"
     epochs: int | None = None
     batch_size: int = 128
     lr: float = 3e-3
@@ -54,6 +63,10 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     progress: bool = True
+    # share of an early exit's loss taken by matching the final exit's softmax (0: labels only)
+    distill: float = 0.0
+    # learning rate of the heads when it should differ from the backbone's (fine-tuning)
+    head_lr: float | None = None
 
 
 @dataclass
@@ -95,27 +108,57 @@ def resolve_weights(config: TrainConfig, num_exits: int) -> list[float]:
     return weights
 
 
-def fit_normalisation(model: MultiExitNet, data: Dataset) -> None:
+def fit_normalisation(model: MultiExitNet, data: Dataset | TextDataset) -> None:
     """Set the in-graph normalisation to the training data's per-channel mean and std."""
+    if not isinstance(data, Dataset) or not model.has_normalize:
+        return  # text, or a bring-your-own backbone that normalises its own way
     mean = data.x.mean(axis=(0, 2, 3), dtype=np.float64)
     std = data.x.std(axis=(0, 2, 3), dtype=np.float64)
     model.normalize.set_stats(mean.tolist(), std.tolist())
 
 
+def model_inputs(model: MultiExitNet, data: Dataset | TextDataset | npt.NDArray[Any]) -> Inputs:
+    """The arrays the model reads: pixels, or (ids, mask) from the model's own tokenizer."""
+    if isinstance(data, TextDataset):
+        if model.encoder is None:
+            raise ValueError(f"{model.config.arch} is not a text model; it cannot read texts")
+        return model.encoder.encode(data.texts)
+    return (data.x,) if isinstance(data, Dataset) else (np.asarray(data),)
+
+
+def batch_tensors(inputs: Inputs, idx: npt.NDArray[Any] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rows `idx` of every input; a text batch is cut to its own longest text (padding is per
+    batch, as the server does it, so short batches cost less)."""
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a[np.asarray(idx)])) for a in inputs)
+    if len(tensors) == 2 and tensors[1].ndim == 2:
+        length = max(1, int(tensors[1].sum(dim=1).max()))
+        tensors = tuple(t[:, :length] for t in tensors)
+    return tensors
+
+
+def as_state(tensors: tuple[torch.Tensor, ...]) -> State:
+    """What block 0 takes: the tensor itself, or the (ids, mask) tuple."""
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
 def _batches(
-    data: Dataset, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    order = torch.randperm(len(data), generator=generator)
-    for start in range(0, len(data), batch_size):
+    inputs: Inputs,
+    labels: npt.NDArray[np.int64],
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    y = torch.from_numpy(labels)
+    order = torch.randperm(len(labels), generator=generator)
+    for start in range(0, len(labels), batch_size):
         idx = order[start : start + batch_size]
-        yield x[idx].to(device), y[idx].to(device)
+        yield tuple(t.to(device) for t in batch_tensors(inputs, idx.numpy())), y[idx].to(device)
 
 
 def _run_epochs(
-    params: Sequence[nn.Parameter],
+    params: Sequence[nn.Parameter] | ParamGroups,
     loss_fn: LossFn,
-    data: Dataset,
+    data: TrainData,
     config: TrainConfig,
     device: torch.device,
     label: str,
@@ -123,22 +166,24 @@ def _run_epochs(
 ) -> None:
     """AdamW with a one-cycle schedule: converges in the few epochs a CPU can afford.
 
-    One progress bar for the whole run stays on screen when it ends, and a summary line per
-    epoch (at most SUMMARY_LINES of them) is logged, so a finished run still shows its course.
+    `params` may be parameter groups, each with its own peak `lr`. One progress bar for
+    the whole run stays on screen when it ends, and a summary line per epoch (at most
+    SUMMARY_LINES of them) is logged, so a finished run still shows its course.
     """
-    epochs = config.epochs or auto_epochs(len(data), config.batch_size)
+    inputs, labels = data
+    epochs = config.epochs or auto_epochs(len(labels), config.batch_size)
     generator = torch.Generator().manual_seed(config.seed + len(result.epoch_losses))
-    per_epoch = -(-len(data) // config.batch_size)
-    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.lr, total_steps=epochs * per_epoch
-    )
+    per_epoch = -(-len(labels) // config.batch_size)
+    groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
+    peaks = [float(g.get("lr", config.lr)) for g in groups]  # type: ignore[union-attr, arg-type]
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, peaks, total_steps=epochs * per_epoch)
     every = math.ceil(epochs / SUMMARY_LINES)
     bar = tqdm(total=epochs * per_epoch, desc=label, disable=not config.progress, leave=True)
     with bar, logging_redirect_tqdm():
         for epoch in range(1, epochs + 1):
             bar.set_description(f"{label} epoch {epoch}/{epochs}")
-            batches = _batches(data, config.batch_size, generator, device)
+            batches = _batches(inputs, labels, config.batch_size, generator, device)
             losses = [_step(loss_fn, xb, yb, optimiser, schedule, bar) for xb, yb in batches]
             result.step_losses.extend(losses)
             result.epoch_losses.append(float(np.mean(losses)))
@@ -148,7 +193,7 @@ def _run_epochs(
 
 def _step(
     loss_fn: LossFn,
-    xb: torch.Tensor,
+    xb: tuple[torch.Tensor, ...],
     yb: torch.Tensor,
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
@@ -166,7 +211,7 @@ def _step(
     return value
 
 
-def train(model: MultiExitNet, data: Dataset, config: TrainConfig) -> TrainResult:
+def train(model: MultiExitNet, data: Dataset | TextDataset, config: TrainConfig) -> TrainResult:
     """Train `model` in place on `data` as `config` says; returns the loss history."""
     torch.manual_seed(config.seed)
     if config.threads:
@@ -179,19 +224,50 @@ def train(model: MultiExitNet, data: Dataset, config: TrainConfig) -> TrainResul
     model.to(device)
     result = TrainResult(device=str(device), epochs=config.epochs or 0)
     started = time.monotonic()
+    arrays: TrainData = (model_inputs(model, data), data.y)
     if config.mode == "joint":
-        _train_joint(model, data, config, device, result)
+        _train_joint(model, arrays, config, device, result)
+    elif config.mode == "layerwise":
+        _train_layerwise(model, arrays, config, device, result)
     else:
-        _train_layerwise(model, data, config, device, result)
+        from models.modes import train_heads, train_two_stage
+
+        run = train_heads if config.mode == "heads" else train_two_stage
+        run(model, arrays, config, device, result)
     model.to(torch.device("cpu"))
     model.eval()
     result.seconds = time.monotonic() - started
     return result
 
 
+def exit_losses(logits: list[torch.Tensor], yb: torch.Tensor, distill: float) -> list[torch.Tensor]:
+    """Each exit's loss; early exits mix in KL to the final exit's (detached) softmax."""
+    losses = [F.cross_entropy(z, yb) for z in logits]
+    if distill <= 0:
+        return losses
+    teacher = F.softmax(logits[-1].detach(), dim=1)
+    for k, z in enumerate(logits[:-1]):
+        kl = F.kl_div(F.log_softmax(z, dim=1), teacher, reduction="batchmean")
+        losses[k] = (1 - distill) * losses[k] + distill * kl
+    return losses
+
+
+def param_groups(model: MultiExitNet, config: TrainConfig, heads: Sequence[int]) -> ParamGroups:
+    """The backbone at `lr`, the chosen heads at `head_lr` (a pretrained backbone wants a
+    learning rate small enough not to forget, fresh heads one large enough to learn)."""
+    head_lr = config.head_lr or config.lr
+    groups: ParamGroups = [
+        {"params": [p for k in heads for p in model.heads[k].parameters()], "lr": head_lr}
+    ]
+    backbone = [p for p in model.blocks.parameters() if p.requires_grad]
+    if backbone:
+        groups.insert(0, {"params": backbone, "lr": config.lr})
+    return groups
+
+
 def _train_joint(
     model: MultiExitNet,
-    data: Dataset,
+    data: TrainData,
     config: TrainConfig,
     device: torch.device,
     result: TrainResult,
@@ -199,19 +275,20 @@ def _train_joint(
     weights = resolve_weights(config, model.num_exits)
     model.train()
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        logits = model(xb)
+    def loss_fn(xb: tuple[torch.Tensor, ...], yb: torch.Tensor) -> torch.Tensor:
+        losses = exit_losses(model(*xb), yb, config.distill)
         return sum(
-            (w * F.cross_entropy(z, yb) for w, z in zip(weights, logits, strict=True)),
+            (w * loss for w, loss in zip(weights, losses, strict=True)),
             torch.zeros((), device=device),
         ) / sum(weights)
 
-    _run_epochs(list(model.parameters()), loss_fn, data, config, device, "joint", result)
+    groups = param_groups(model, config, range(model.num_exits))
+    _run_epochs(groups, loss_fn, data, config, device, "joint", result)
 
 
 def _train_layerwise(
     model: MultiExitNet,
-    data: Dataset,
+    data: TrainData,
     config: TrainConfig,
     device: torch.device,
     result: TrainResult,
@@ -224,7 +301,7 @@ def _train_layerwise(
 def train_stage(
     model: MultiExitNet,
     k: int,
-    data: Dataset,
+    data: Dataset | TrainData,
     config: TrainConfig,
     result: TrainResult | None = None,
     device: torch.device | None = None,
@@ -235,27 +312,34 @@ def train_stage(
     block k with its head is left frozen afterwards, ready for stage k+1.
     """
     result = result if result is not None else TrainResult()
+    arrays = (model_inputs(model, data), data.y) if isinstance(data, Dataset) else data
     frozen = nn.Sequential(*model.blocks[:k]).eval().requires_grad_(False)
     stage = nn.Sequential(model.blocks[k], model.heads[k]).train().requires_grad_(True)
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def loss_fn(xb: tuple[torch.Tensor, ...], yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            hidden = frozen(xb)
+            hidden = frozen(as_state(xb))
         return F.cross_entropy(stage(hidden), yb)
 
     label = f"layerwise {k + 1}/{model.num_exits}"
     device = device if device is not None else torch.device("cpu")
-    _run_epochs(list(stage.parameters()), loss_fn, data, config, device, label, result)
+    _run_epochs(list(stage.parameters()), loss_fn, arrays, config, device, label, result)
     stage.eval().requires_grad_(False)
     return result
 
 
 @torch.no_grad()
-def exit_probabilities(model: MultiExitNet, x: FloatArray, batch_size: int = 512) -> FloatArray:
+def exit_probabilities(
+    model: MultiExitNet,
+    data: Dataset | TextDataset | npt.NDArray[Any],
+    batch_size: int = 512,
+) -> npt.NDArray[np.float32]:
     """Softmax of every exit for every sample: shape (exits, N, classes), float32."""
     model.eval()
+    inputs = model_inputs(model, data)
     chunks = []
-    for start in range(0, len(x), batch_size):
-        logits = model(torch.from_numpy(x[start : start + batch_size]))
+    for start in range(0, len(inputs[0]), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(inputs[0])))
+        logits = model(*batch_tensors(inputs, idx))
         chunks.append(torch.stack([F.softmax(z, dim=1) for z in logits]).numpy())
     return np.concatenate(chunks, axis=1).astype(np.float32)
