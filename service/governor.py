@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.fidelity import Adjustment, FidelityController
+from service.fidelity import Adjustment, FidelityController, ThresholdChange
 from service.metrics import Metrics
 from service.policies import ExitPolicy
 from service.shadows import Watch
@@ -114,7 +114,7 @@ class Governor:
         return {"model": fid.model, "version": fid.version, **out, "changes": changes_of(changes)}
 
 
-def changes_of(changes: list[Any]) -> list[dict[str, Any]]:
+def changes_of(changes: list[ThresholdChange]) -> list[dict[str, Any]]:
     """Log entries as JSON-ready dicts (the monotonic time means nothing to a client)."""
     out = []
     for change in changes:
