@@ -15,13 +15,13 @@ from dataclasses import replace
 import torch
 from torch.nn import functional as F
 
+from models.batches import as_state
 from models.multiexit import MultiExitNet
 from models.train import (
     TrainConfig,
     TrainData,
     TrainResult,
     _run_epochs,
-    as_state,
     exit_losses,
     param_groups,
     resolve_weights,

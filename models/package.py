@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.batches import model_inputs
 from models.build import BuildConfig, Trained
 from models.calibrate import (
     PATIENCE,
@@ -44,7 +45,7 @@ from models.multiexit import MultiExitNet
 from models.report import ReportData, summary, write_report
 from models.sources import describe
 from models.textnets import TOKENIZER_FILE
-from models.train import exit_probabilities, model_inputs
+from models.train import exit_probabilities
 
 log = logging.getLogger(__name__)
 

@@ -23,20 +23,20 @@ class TextEncoder:
 
     file: Path
     max_length: int
+    pad_token: str = "[PAD]"
 
     def encode(self, texts: Sequence[str]) -> tuple[IntArray, IntArray]:
         """(ids, mask), both int64 (N, L) with L the longest text's length, at most max_length."""
         from tokenizers import Tokenizer  # the serving side's library, imported when used
 
         tokenizer = Tokenizer.from_file(str(self.file))
+        # the file's own truncation/padding settings are replaced: the manifest's rule wins
         tokenizer.enable_truncation(max_length=self.max_length)
         tokenizer.enable_padding(pad_id=self.pad_id(tokenizer), pad_token=self.pad_token)
         encoded = tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encoded], dtype=np.int64).reshape(len(texts), -1)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64).reshape(ids.shape)
         return ids, mask
-
-    pad_token: str = "[PAD]"
 
     def pad_id(self, tokenizer: object | None = None) -> int:
         """The padding token's id in this vocabulary (what padded positions hold)."""

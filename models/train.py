@@ -28,10 +28,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from models.batches import Inputs, as_state, batch_tensors, model_inputs
 from models.data import Dataset, TextDataset
-from models.multiexit import MultiExitNet, State
+from models.multiexit import MultiExitNet
 
-Inputs = tuple[npt.NDArray[np.generic], ...]
 ParamGroups = list[dict[str, Any]]
 TrainData = tuple[Inputs, npt.NDArray[np.int64]]  # model inputs and labels
 
@@ -115,30 +115,6 @@ def fit_normalisation(model: MultiExitNet, data: Dataset | TextDataset) -> None:
     mean = data.x.mean(axis=(0, 2, 3), dtype=np.float64)
     std = data.x.std(axis=(0, 2, 3), dtype=np.float64)
     model.normalize.set_stats(mean.tolist(), std.tolist())
-
-
-def model_inputs(model: MultiExitNet, data: Dataset | TextDataset | npt.NDArray[Any]) -> Inputs:
-    """The arrays the model reads: pixels, or (ids, mask) from the model's own tokenizer."""
-    if isinstance(data, TextDataset):
-        if model.encoder is None:
-            raise ValueError(f"{model.config.arch} is not a text model; it cannot read texts")
-        return model.encoder.encode(data.texts)
-    return (data.x,) if isinstance(data, Dataset) else (np.asarray(data),)
-
-
-def batch_tensors(inputs: Inputs, idx: npt.NDArray[Any] | torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Rows `idx` of every input; a text batch is cut to its own longest text (padding is per
-    batch, as the server does it, so short batches cost less)."""
-    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a[np.asarray(idx)])) for a in inputs)
-    if len(tensors) == 2 and tensors[1].ndim == 2:
-        length = max(1, int(tensors[1].sum(dim=1).max()))
-        tensors = tuple(t[:, :length] for t in tensors)
-    return tensors
-
-
-def as_state(tensors: tuple[torch.Tensor, ...]) -> State:
-    """What block 0 takes: the tensor itself, or the (ids, mask) tuple."""
-    return tensors[0] if len(tensors) == 1 else tensors
 
 
 def _batches(
