@@ -200,12 +200,12 @@ def sentiment_config(threads: int | None = 2, mode: str = "joint") -> BuildConfi
         name="sentiment",
         arch="minilm",
         data="rotten-tomatoes",
-        # 2,550 test and 2,400 validation snippets: the gate needs 2,366 to resolve 0.75 pp
-        # at 84% accuracy; 0.75 (not 1.0) so that the 1 pp target also holds on test (with
+        # 2,550 test and 2,400 validation snippets: the gate needs 2,174 to resolve 0.8 pp
+        # at 83% accuracy; 0.8 (not 1.0) so that the 1 pp target also holds on test (with
         # 1.0 and 2,000 validation snippets the test drop was 1.29 pp)
         sizes=SplitSizes(val_samples=2400, test_fraction=0.2),
         train=train,
-        tolerance_pp=0.75,
+        tolerance_pp=0.8,
         parity_samples=64,
         weights="fp16",  # ~45 MB instead of ~90 MB; see docs/models.md for the parity
     )
