@@ -91,6 +91,7 @@ class Pipeline:
         self._idle = asyncio.Event()  # set while no request is in flight
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._chains: set[asyncio.Task[None]] = set()  # naive mode's survivor chains
         self._closing = False
 
     def _depth_setter(self, k: int) -> Callable[[int], None]:
@@ -190,26 +191,40 @@ class Pipeline:
                 await self._run(stage.index, claims)
 
     async def _run(self, k: int, claims: list[Claim]) -> None:
-        """Run one batch at stage k; in naive mode its survivors go straight on alone."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                if self._inline(k, claims):
-                    outcome = run_batch(self._runner, k, claims, self._watch)
-                    if any(stage.rows for stage in self.stages):
-                        await asyncio.sleep(0)  # let the loop read sockets before the next run
-                else:
-                    outcome = await loop.run_in_executor(
-                        self._executor, run_batch, self._runner, k, claims, self._watch
-                    )
-                self._learn(k, outcome)
-                forward = self._apply(k, outcome)
-            except Exception as exc:  # the batch's requests fail; the stage goes on
-                self._fail(k, claims, exc)
-                return
-            if forward is None:
-                return
-            claims, k = [Claim(forward, 0, forward.size)], k + 1
+        """Run one batch at stage k; in naive mode its survivors go on as their own task.
+
+        A task rather than a loop here, so stage 0 takes its next batch meanwhile: naive
+        chains run concurrently (bounded by the executor), a fair baseline, not a serial one.
+        """
+        forward = await self._run_once(k, claims)
+        if forward is not None:
+            chain = asyncio.create_task(self._chain(k + 1, forward))
+            self._chains.add(chain)
+            chain.add_done_callback(self._chains.discard)
+
+    async def _chain(self, k: int, packet: Packet | None) -> None:
+        """Naive early exit: one batch's survivors, alone, through the later stages."""
+        while packet is not None:
+            packet = await self._run_once(k, [Claim(packet, 0, packet.size)])
+            k += 1
+
+    async def _run_once(self, k: int, claims: list[Claim]) -> Packet | None:
+        """One batch at stage k; its survivors when batches are chained (naive), else None."""
+        try:
+            if self._inline(k, claims):
+                outcome = run_batch(self._runner, k, claims, self._watch)
+                if any(stage.rows for stage in self.stages):
+                    await asyncio.sleep(0)  # let the loop read sockets before the next run
+            else:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(
+                    self._executor, run_batch, self._runner, k, claims, self._watch
+                )
+            self._learn(k, outcome)
+            return self._apply(k, outcome)
+        except Exception as exc:  # the batch's requests fail; the stage goes on
+            self._fail(k, claims, exc)
+            return None
 
     def _inline(self, k: int, claims: list[Claim]) -> bool:
         """Whether to run this batch on the event loop rather than the executor.
@@ -307,7 +322,8 @@ class Pipeline:
             stage.clear()
         for job in list(self._jobs):
             job.fail(NotReady(f"model '{self.spec.model}' was unloaded before answering"))
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._chains]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []

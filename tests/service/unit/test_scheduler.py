@@ -33,6 +33,7 @@ async def running(
     max_queue: int = 1000,
     trace: BatchTrace | None = None,
     inline_ms: float = 0.0,
+    chain: bool = False,
 ) -> AsyncIterator[Pipeline]:
     spec = PipelineSpec(
         model="m",
@@ -42,6 +43,7 @@ async def running(
         batching=BatchingConfig(max_batch_size=max_batch, max_queue_delay_ms=delay_ms),
         max_queue_samples=max_queue,
         inline_max_s=inline_ms / 1000.0,
+        chain_batches=chain,
     )
     with ThreadPoolExecutor(4) as executor:
         pipeline = Pipeline(spec, runner, executor, Metrics(CollectorRegistry()), trace)
@@ -293,3 +295,38 @@ def test_survivor_delay_applies_after_the_first_stage() -> None:
     assert delays(max_queue_delay_ms=2.0) == [0.002] * 3
     assert delays(max_queue_delay_ms=2.0, survivor_delay_ms=0.0) == [0.002, 0.0, 0.0]
     assert delays(max_queue_delay_ms=0.0, survivor_delay_ms=5.0) == [0.0, 0.005, 0.005]
+
+
+class GatedRunner(FakeRunner):
+    """Stage 1 waits for `release`, and says when it has started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def run(self, k: int, x: Any) -> Any:
+        if k == 1:
+            self.started.set()
+            assert self.release.wait(TIMEOUT_S), "stage 1 was never released"
+        return super().run(k, x)
+
+
+def test_naive_stage_0_takes_the_next_batch_while_survivors_run_on() -> None:
+    """Naive early exit is a fair baseline: a batch's survivors run the later stages as
+    their own chain, so stage 0 is not blocked behind them (it was, before: serial)."""
+    runner = GatedRunner()
+
+    async def test() -> None:
+        async with running(runner, chain=True) as pipeline:
+            deep = pipeline.submit("deep", rows([2], [1]), POLICY, TIMEOUT_S)
+            await asyncio.to_thread(runner.started.wait, TIMEOUT_S)
+            assert runner.started.is_set()
+            early = pipeline.submit("early", rows([0], [3], tag=1), POLICY, TIMEOUT_S)
+            done, _ = await asyncio.wait({early}, timeout=TIMEOUT_S)
+            assert early in done  # answered while stage 1 still holds `deep`
+            assert not deep.done()
+            runner.release.set()
+            assert int((await early).label[0]) == 3
+            assert int((await deep).label[0]) == 1
+
+    run(test)
