@@ -180,11 +180,12 @@ def build_repository(config: BuildConfig, out: Path) -> Path:
     return package(train_model(config), config, out)
 
 
-def sentiment_config(threads: int | None = 2, mode: str = "joint") -> BuildConfig:
+def sentiment_config(threads: int | None = 2, mode: str = "two_stage") -> BuildConfig:
     """`sentiment`: MiniLM-L6 fine-tuned on Rotten Tomatoes, exits after layers 2, 3, 4, 6.
 
-    Joint fine-tuning with the final exit distilled into the early heads; `mode` builds the
-    other training modes on the very same splits for docs/models.md's comparison.
+    Two-stage (DeeBERT): backbone and final exit fine-tuned first, then the early heads on
+    the frozen result, distilled from the final exit; `mode` builds the other training
+    modes on the very same splits for docs/models.md's comparison.
     """
     train = TrainConfig(
         mode=mode,  # type: ignore[arg-type]

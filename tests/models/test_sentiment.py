@@ -32,24 +32,22 @@ def test_sentiment_is_a_text_version_with_its_tokenizer() -> None:
     assert manifest.text.max_length == 64
     assert manifest.num_exits == 4
     assert manifest.training is not None
-    assert manifest.training.mode == "joint"
+    assert manifest.training.mode == "two_stage"
     assert manifest.training.dataset == "rotten-tomatoes"
 
 
 def test_sentiment_meets_the_acceptance_targets(figures: dict[str, float | list[float]]) -> None:
-    """Final exit >= 82%, >= 50% leaving early, compute <= 0.6 on test; the calibrated drop
-    holds its tolerance on validation. (On test it is 1.53 pp, beyond the issue's 1 pp
-    target: docs/models.md says why; this test pins what the build guarantees.)"""
-    final, distribution = figures["final_exit_accuracy"], figures["exit_distribution"]
+    """Issue 12: final exit >= 82%; calibrated within 1 pp of it; >= 50% leave before the
+    last exit; compute fraction <= 0.6 (all on the test split)."""
+    final, calibrated = figures["final_exit_accuracy"], figures["accuracy"]
+    distribution = figures["exit_distribution"]
     assert isinstance(final, float)
+    assert isinstance(calibrated, float)
     assert isinstance(distribution, list)
     assert final >= 0.82
-    assert 1 - distribution[-1] >= 0.5  # share leaving before the last exit
+    assert final - calibrated <= 0.01
+    assert 1 - distribution[-1] >= 0.5
     assert figures["compute_fraction"] <= 0.6
-    calibration = load_manifest(bundled_model_dir(NAME)).calibration
-    assert calibration is not None
-    drop = calibration.final_exit_accuracy - calibration.accuracy
-    assert drop <= calibration.tolerance_pp / 100
 
 
 def test_sentiment_answers_plain_sentences() -> None:
