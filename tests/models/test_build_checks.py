@@ -165,6 +165,7 @@ def test_help_shows_every_default() -> None:
     result = invoke("build", "--help")
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "--mode [joint|layerwise] [default: joint]" in text
+    assert "--mode [joint|layerwise|heads|two_stage]" in text
+    assert "then the other heads on the frozen backbone [default: joint]" in text
     assert "[default: enough for about 500 optimiser steps]" in text
     assert "--reference [final|best] calibrate against" in text
