@@ -20,7 +20,7 @@ from models.build import BuildConfig, OptionError, Trained, build_repository, de
 from models.data import DataError
 from models.manifest import ManifestError
 from models.options import POSITIVE, PUBLISH_OPTIONS, TRAIN_OPTIONS, Decorator, arch_options
-from models.paths import bundled_repository
+from models.paths import TEXT_MODEL, bundled_repository, bundled_text_repository
 from models.sources import SizeError, SplitSizes
 from models.textdata import Columns
 from models.train import TrainConfig
@@ -184,16 +184,23 @@ def build(out: Path, **kw: Any) -> None:
 
 @click.command("build-default")
 @click.option("--out", type=click.Path(path_type=Path), default=bundled_repository)
+@click.option(
+    "--text-out",
+    type=click.Path(path_type=Path),
+    default=bundled_text_repository,
+    help="where text models go (not served until the server takes BYTES inputs)",
+)
 @click.option("--only", multiple=True, help="build just these bundled models")
 @click.option("--threads", type=POSITIVE, default=2, show_default=True)
 @_user_errors
-def build_default(out: Path, only: tuple[str, ...], threads: int) -> None:
+def build_default(out: Path, text_out: Path, only: tuple[str, ...], threads: int) -> None:
     """Rebuild the bundled models `mnist` (residual CNN), `mnist-lenet` (B-LeNet) and
     `sentiment` (MiniLM-L6 on Rotten Tomatoes; the slow one, about 10 minutes)."""
     _logging()
     for config in default_configs(threads):
         if not only or config.name in only:
-            _report(build_repository(config, out))
+            target = text_out if config.name == TEXT_MODEL else out
+            _report(build_repository(config, target))
 
 
 def _report(version_dir: Path) -> None:

@@ -13,14 +13,26 @@ DEFAULT_VERSION = "1"
 LENET_MODEL = "mnist-lenet"
 
 
+TEXT_MODEL = "sentiment"
+
+
 def bundled_repository() -> Path:
     """The `repository/` folder shipped inside the `models` package (package data)."""
     return Path(str(resources.files("models"))) / "repository"
 
 
+def bundled_text_repository() -> Path:
+    """`text-repository/`: the bundled text model, kept out of the served repository until
+    the server takes BYTES inputs (it would refuse the version and log an error at every
+    start of `make serve`). A checkout's folder only: not package data, so neither the
+    wheel nor the serving image carries its 45 MB."""
+    return Path(str(resources.files("models"))) / "text-repository"
+
+
 def bundled_model_dir(name: str = DEFAULT_MODEL, version: str = DEFAULT_VERSION) -> Path:
     """`<repository>/<name>/<version>`; raises with a hint when it has not been built."""
-    path = bundled_repository() / name / version
+    root = bundled_text_repository() if name == TEXT_MODEL else bundled_repository()
+    path = root / name / version
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(f"no bundled model at {path}: run `make model` to build it")
     return path
