@@ -133,3 +133,20 @@ def test_accepted_raises_with_the_bar() -> None:
     indices = [len(c.thresholds) if f is None else f for f in found]
     assert indices == sorted(indices)
     assert indices[0] < indices[-1]
+
+
+def test_one_heavy_disagreement_does_not_switch_an_exit_off() -> None:
+    """Regression: clean data, 200 agreeing shadows at fraction 0.25 (weight 4) and one
+    disagreement after the fraction decayed to 0.02 (weight 50). The weighted-only Wilson
+    bound (Kish n_eff ~127, p ~0.941) put the upper bound under a 0.9738 target."""
+    from service.fidelity.rules import Bars, violated
+
+    score = np.ones(201)
+    agree = np.r_[np.ones(200, bool), False]
+    weight = np.r_[np.full(200, 4.0), 50.0]
+    c = curve(score, agree, weight, np.array([0.5]), Z95)
+    bars = Bars(target=0.9738, hysteresis=0.005, min_samples=30, max_step=10, floor=0)
+    assert not violated(c, 0, bars)
+    # a real shift still trips it: 20 disagreements among 201 unweighted
+    agree[:20] = False
+    assert violated(curve(score, agree, weight, np.array([0.5]), Z95), 0, bars)
