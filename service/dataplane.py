@@ -29,7 +29,7 @@ from service.errors import (
 )
 from service.governor import Governor
 from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.registry import Loaded, ModelRegistry
 from service.scheduler import BatchTrace
 from service.sessions import choose_placement
 from service.settings import Settings
@@ -98,6 +98,11 @@ class DataPlane:
 
     def manifest(self, name: str, version: str | None = None) -> Manifest:
         return self.registry.get(name, version).manifest
+
+    def lookup(self, name: str, version: str | None = None) -> Loaded:
+        """The loaded version a request will run on: looked up once, then passed to
+        `submit`, so a reload between decoding and queueing cannot switch it."""
+        return self.registry.get(name, version)
 
     def versions(self, name: str) -> list[str]:
         return [] if self._registry is None else self._registry.versions(name)
@@ -193,7 +198,9 @@ class DataPlane:
         """Validate, queue at stage 0 and wait (bounded) for every row's answer."""
         return await self.submit(request)
 
-    def submit(self, request: InferenceInput) -> asyncio.Future[InferenceResult]:
+    def submit(
+        self, request: InferenceInput, loaded: Loaded | None = None
+    ) -> asyncio.Future[InferenceResult]:
         """Validate and queue at stage 0; the future holds the answer or the error.
 
         A future rather than a coroutine, so a caller can wait on it beside other events
@@ -201,7 +208,8 @@ class DataPlane:
         """
         if not self._started or self._draining:
             raise NotReady("the server is shutting down" if self._draining else "starting")
-        loaded = self.registry.get(request.model, request.version)
+        if loaded is None:
+            loaded = self.registry.get(request.model, request.version)
         data = check_input(loaded.manifest, request.data, self.settings.max_samples_per_request)
         policy = loaded.policy(request.policy)
         job_id = request.request_id or f"r{next(self._ids)}"

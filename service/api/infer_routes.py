@@ -68,27 +68,29 @@ async def version_infer(
 async def predict(request: Request, model_name: ctx.ModelName) -> Response:
     """`{"instances": [...]}` in, one prediction per instance out, in order."""
     plane, limits = ctx.serving(request), ctx.settings(request)
-    manifest = plane.manifest(model_name, None)
+    loaded = plane.lookup(model_name, None)
     body = await read_body(request, limits.max_body_bytes)
-    data = await _decode(request, body, v1.decode_predict, manifest, limits.max_samples_per_request)
-    result = await unless_disconnected(request, plane.submit(data))
+    data = await _decode(
+        request, body, v1.decode_predict, loaded.manifest, limits.max_samples_per_request
+    )
+    result = await unless_disconnected(request, plane.submit(data, loaded))
     return Response(v1.encode_predict(result), media_type=JSON)
 
 
 async def serve_infer(request: Request, name: str, version: str | None) -> Response:
     """The v2 infer core, shared by the routes and the fast lane (api.fast_infer)."""
     plane, limits = ctx.serving(request), ctx.settings(request)
-    manifest = plane.manifest(name, version)
+    loaded = plane.lookup(name, version)  # the one lookup: decode and queue on one version
     body = await read_body(request, limits.max_body_bytes)
     decoded = await _decode(
         request,
         body,
         decode_infer,
         request.headers.get(HEADER_LENGTH),
-        manifest,
+        loaded.manifest,
         limits.max_samples_per_request,
     )
-    result = await unless_disconnected(request, plane.submit(decoded.request))
+    result = await unless_disconnected(request, plane.submit(decoded.request, loaded))
     encoded = encode_infer(result, decoded.outputs, decoded.request_id)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
