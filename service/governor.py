@@ -61,8 +61,11 @@ class Governor:
     async def _loop(self) -> None:
         assert self._due is not None
         while True:
+            # asyncio.timeout, not wait_for: a wait_for cancelled here on 3.11 could leave
+            # the task "cancelling" for good, and unload/shutdown waited on it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), self.fid.config.interval_s)
+                async with asyncio.timeout(self.fid.config.interval_s):
+                    await self._due.wait()
             self._due.clear()
             now = time.monotonic()
             if self.fid.due(now):

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
+from service.dataplane import DataPlane
 from service.errors import NotFound, NotReady
+from service.metrics import Metrics
 from service.registry import ModelLoadError
 from service.settings import Settings
 from service.types import InferenceInput, InferenceResult
@@ -129,10 +132,6 @@ def test_unload_a_version_then_the_model(
 
 
 def test_nothing_is_ready_before_start(make_settings: Callable[..., Settings]) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from service.dataplane import DataPlane
-    from service.metrics import Metrics
 
     plane = DataPlane(make_settings(), Metrics(CollectorRegistry()))
     assert plane.live
@@ -143,5 +142,25 @@ def test_nothing_is_ready_before_start(make_settings: Callable[..., Settings]) -
     async def test() -> None:
         with pytest.raises(NotReady):
             await plane.infer(InferenceInput("tiny", None, np.zeros((1, 1, 28, 28), np.float32)))
+
+    run(test)
+
+
+def test_unload_and_stop_do_not_hang_on_the_fidelity_task(
+    make_settings: Callable[..., Settings], reference: Reference, repo: Path
+) -> None:
+    """The controller's task is cancelled on unload and on stop; neither may wait on it.
+    A guard: the hang seen with asyncio.wait_for (a script on the bundled models, stop
+    never returned) did not reproduce under this fixture. The 10 s bounds catch a hang,
+    not a slow machine."""
+
+    async def test() -> None:
+        async with started(make_settings(model_repository=repo)) as plane:
+            add_version(repo, "2")
+            await plane.load_model("tiny", "2")
+            await plane.infer(InferenceInput("tiny", None, reference.x[:2]))
+            await asyncio.wait_for(plane.unload_model("tiny", "2"), 10)
+            await plane.infer(InferenceInput("tiny", None, reference.x[:2]))
+            await asyncio.wait_for(plane.stop(), 10)
 
     run(test)
