@@ -55,6 +55,7 @@ class DataPlane:
         self._stopped = False
         self._ids = itertools.count(1)
         self._last_inference: dict[tuple[str, str], int] = {}
+        self._inflight: dict[str, int] = {}  # per model; the gauge reads it when scraped
 
     async def start(self) -> None:
         """Load and warm every model in the repository; then the server is ready."""
@@ -222,23 +223,31 @@ class DataPlane:
             self.metrics.record_inference(request.model, version, exc.status_code, 0.0)
             raise
         timer = asyncio.get_running_loop().call_later(timeout, _expire, future, timeout)
-        gauge = self.metrics.child(self.metrics.inflight, request.model)
-        gauge.inc()
+        self._count_in(request.model)
         key = (request.model, version)
-        future.add_done_callback(lambda f: self._settled(f, timer, gauge, key, begun))
+        future.add_done_callback(lambda f: self._settled(f, timer, key, begun))
         return future
+
+    def _count_in(self, model: str) -> None:
+        """One more request of `model` in flight; its gauge series starts on the first."""
+        count = self._inflight.get(model)
+        if count is None:
+            count = 0
+            self.metrics.watch_gauge(
+                self.metrics.inflight, lambda: self._inflight.get(model, 0), model
+            )
+        self._inflight[model] = count + 1
 
     def _settled(
         self,
         future: asyncio.Future[InferenceResult],
         timer: asyncio.TimerHandle,
-        gauge: Any,
         key: tuple[str, str],
         begun: float,
     ) -> None:
         """Count the request for Triton's success/fail statistics, by its answer's status."""
         timer.cancel()
-        gauge.dec()
+        self._inflight[key[0]] -= 1
         seconds = time.monotonic() - begun
         if future.cancelled():
             code = ClientGone.status_code

@@ -9,14 +9,15 @@ Triton reports that have no series here (see `TritonTotals`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics import MetricWrapperBase
 
 from service.fidelity_metrics import FidelityMetrics
+from service.tally import Tally, counter, histogram
 
 # Latencies here run from ~100 µs (one small segment on a GPU) to seconds (overload).
 LATENCY_BUCKETS = (
@@ -65,53 +66,61 @@ class Metrics(FidelityMetrics):
         self.registry = registry
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.triton: dict[tuple[str, str], TritonTotals] = {}
+        self.tally = tally = Tally()
         mv = ["model", "version"]
-        self.requests = Counter(
+        self.requests = counter(
+            tally,
             "exitserve_requests",
             "Requests answered, by endpoint and status code",
             ["model", "endpoint", "code"],
-            registry=registry,
+            registry,
         )
-        self.request_latency = Histogram(
+        self.request_latency = histogram(
+            tally,
             "exitserve_request_duration_seconds",
             "End-to-end request latency in the server",
             ["model", "endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+            registry,
         )
-        self.inference_latency = Histogram(
+        self.inference_latency = histogram(
+            tally,
             "exitserve_inference_duration_seconds",
             "Inference requests from admission at stage 0 to their answer, by status code",
             [*mv, "code"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+            registry,
         )
-        self.samples = Counter(
+        self.samples = counter(
+            tally,
             "exitserve_samples",
             "Samples answered, by the exit that answered them",
             [*mv, "exit"],
-            registry=registry,
+            registry,
         )
-        self.segment_latency = Histogram(
+        self.segment_latency = histogram(
+            tally,
             "exitserve_segment_compute_seconds",
             "Time one segment run takes (a whole batch)",
             [*mv, "segment"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+            registry,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = histogram(
+            tally,
             "exitserve_queue_wait_seconds",
             "Time a request's rows wait in a stage queue for their batch (once per batch)",
             [*mv, "stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+            registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
+            tally,
             "exitserve_batch_size",
             "Samples per segment run",
             [*mv, "stage"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+            BATCH_BUCKETS,
+            registry,
         )
         self.queue_depth = Gauge(
             "exitserve_queue_depth",
@@ -125,17 +134,19 @@ class Metrics(FidelityMetrics):
             ["model"],
             registry=registry,
         )
-        self.compute_used = Counter(
+        self.compute_used = counter(
+            tally,
             "exitserve_compute_used_macs",
             "MACs of the segments that actually ran, per sample",
             mv,
-            registry=registry,
+            registry,
         )
-        self.compute_full = Counter(
+        self.compute_full = counter(
+            tally,
             "exitserve_compute_full_macs",
             "MACs the same samples would cost at full depth",
             mv,
-            registry=registry,
+            registry,
         )
         self.batch_failures = Counter(
             "exitserve_batch_failures",
@@ -216,9 +227,10 @@ class Metrics(FidelityMetrics):
         count: int = 1,
     ) -> None:
         """`count` samples answered at `exit_index`, each after `used_macs` of segments."""
-        self.child(self.samples, model, version, str(exit_index)).inc(count)
-        self.child(self.compute_used, model, version).inc(used_macs * count)
-        self.child(self.compute_full, model, version).inc(full_macs * count)
+        tally = self.tally
+        tally.inc(self.child(self.samples, model, version, str(exit_index)), count)
+        tally.inc(self.child(self.compute_used, model, version), used_macs * count)
+        tally.inc(self.child(self.compute_full, model, version), full_macs * count)
 
     def record_batch(
         self,
@@ -237,12 +249,10 @@ class Metrics(FidelityMetrics):
         `input_s` the batch's assembly before it and `output_s` the exit decisions, answers
         and survivor gather after it.
         """
-        s = str(stage)
-        self.child(self.batch_size, model, version, s).observe(size)
-        self.child(self.segment_latency, model, version, s).observe(seconds)
-        hist = self.child(self.queue_wait, model, version, s)
-        for w in waits:
-            hist.observe(w)
+        s, tally = str(stage), self.tally
+        tally.observe(self.child(self.batch_size, model, version, s), size)
+        tally.observe(self.child(self.segment_latency, model, version, s), seconds)
+        tally.observe_many(self.child(self.queue_wait, model, version, s), waits)
         totals = self.triton.get((model, version))
         if totals is None:
             totals = self.triton[(model, version)] = TritonTotals()
@@ -260,11 +270,16 @@ class Metrics(FidelityMetrics):
 
     def record_inference(self, model: str, version: str, code: int, seconds: float) -> None:
         """One inference request of a loaded version answered (200) or failed (its status)."""
-        self.child(self.inference_latency, model, version, str(code)).observe(seconds)
+        self.tally.observe(self.child(self.inference_latency, model, version, str(code)), seconds)
 
     def record_request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
-        self.child(self.requests, model, endpoint, str(code)).inc()
-        self.child(self.request_latency, model, endpoint).observe(seconds)
+        self.tally.inc(self.child(self.requests, model, endpoint, str(code)))
+        self.tally.observe(self.child(self.request_latency, model, endpoint), seconds)
+
+    def watch_gauge(self, metric: Gauge, read: Callable[[], float], *labels: str) -> None:
+        """The series reads `read()` at scrape time: for a value the server keeps anyway,
+        so nothing is written on each change (`forget` still removes it)."""
+        self.child(metric, *labels).set_function(read)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: `labels` costs microseconds on every call,

@@ -35,7 +35,6 @@ from service.types import InferenceResult
 log = logging.getLogger(__name__)
 
 BatchTrace = Callable[[int, list[str]], None]
-IDLE_POLL_S = 0.5  # how often an idle stage loop looks up; only matters for shutdown
 
 
 @dataclass(frozen=True)
@@ -77,15 +76,17 @@ class Pipeline:
             watch.crowded = self._crowded
         shadow_delay = 0.0 if watch is None else watch.fid.config.shadow_delay_ms / 1000.0
         self.stages = [
-            Stage(
-                k,
-                spec.batching.max_batch_size,
-                spec.batching.delay_at(k),
-                self._depth_setter(k),
-                shadow_delay,
-            )
+            Stage(k, spec.batching.max_batch_size, spec.batching.delay_at(k), shadow_delay)
             for k in range(len(spec.macs))
         ]
+        for stage in self.stages:
+            self._metrics.watch_gauge(
+                self._metrics.queue_depth,
+                _rows_of(stage),
+                spec.model,
+                spec.version,
+                str(stage.index),
+            )
         self._jobs: set[Job] = set()
         self._row_cost = [0.0] * len(self.stages)  # seconds per row, 0 until measured
         self._idle = asyncio.Event()  # set while no request is in flight
@@ -93,10 +94,6 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._chains: set[asyncio.Task[None]] = set()  # naive mode's survivor chains
         self._closing = False
-
-    def _depth_setter(self, k: int) -> Callable[[int], None]:
-        gauge = self._metrics.queue_depth.labels(self.spec.model, self.spec.version, str(k))
-        return gauge.set
 
     @property
     def in_flight(self) -> int:
@@ -186,7 +183,7 @@ class Pipeline:
 
     async def _stage_loop(self, stage: Stage) -> None:
         while True:
-            claims = await stage.collect(IDLE_POLL_S)
+            claims = await stage.collect()
             if claims:
                 await self._run(stage.index, claims)
 
@@ -267,10 +264,13 @@ class Pipeline:
             outcome.input_seconds,
             outcome.output_seconds,
         )
-        used, full = sum(spec.macs[: k + 1]), sum(spec.macs)
+        answered = 0
         for job, count in outcome.answered:
-            self._metrics.record_exit(spec.model, spec.version, k, used, full, count)
             job.rows_done(count)
+            answered += count
+        if answered:  # one record for the batch's exits, not one per request
+            used, full = sum(spec.macs[: k + 1]), sum(spec.macs)
+            self._metrics.record_exit(spec.model, spec.version, k, used, full, answered)
         if self._trace is not None:
             self._trace(k, [job.id for job in outcome.jobs])
         if outcome.forward is None or spec.chain_batches:
@@ -327,3 +327,8 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+
+
+def _rows_of(stage: Stage) -> Callable[[], float]:
+    """The stage's queue depth, read when the gauge is scraped."""
+    return lambda: stage.rows

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 
 from service.errors import RequestTimeout
 from service.jobs import Claim, Packet
@@ -30,24 +29,21 @@ class Stage:
         index: int,
         max_batch: int,
         max_delay_s: float,
-        on_depth: Callable[[int], None] = lambda rows: None,
         shadow_delay_s: float = 0.0,
     ) -> None:
         self.index = index
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.shadow_delay_s = max(shadow_delay_s, max_delay_s)
-        self.rows = 0  # unclaimed rows queued, dead ones included until dropped
+        self.rows = 0  # unclaimed rows queued, dead ones included until dropped (a gauge)
         self.shadow_rows = 0  # unclaimed shadow rows queued
         self._queue: deque[Packet] = deque()
         self._shadows: deque[Packet] = deque()
         self._waiter: asyncio.Future[bool] | None = None  # the stage loop, waiting for a put
-        self._on_depth = on_depth
 
     def put(self, packet: Packet) -> None:
         self._queue.append(packet)
         self.rows += packet.left
-        self._on_depth(self.rows)
         self._wake()
 
     def put_shadow(self, packet: Packet) -> None:
@@ -72,11 +68,11 @@ class Stage:
         self._queue.clear()
         self.shed()
         self.rows = 0
-        self._on_depth(0)
         return packets
 
-    async def collect(self, idle_s: float) -> list[Claim]:
-        """The next batch, or [] when nothing arrived within `idle_s`."""
+    async def collect(self, idle_s: float | None = None) -> list[Claim]:
+        """The next batch, or [] when nothing arrived within `idle_s` (None: wait for it;
+        the stage loop does, and is cancelled at shutdown, so an idle stage arms no timer)."""
         if not self._queue and not self._shadows and not await self._woken(idle_s):
             return []
         self._drop_dead(time.monotonic())
@@ -95,19 +91,20 @@ class Stage:
             return self._queue[0].queued_at + self.max_delay_s
         return self._shadows[0].queued_at + self.shadow_delay_s
 
-    async def _woken(self, timeout: float) -> bool:
-        """Whether a packet was put within `timeout` seconds.
+    async def _woken(self, timeout: float | None) -> bool:
+        """Whether a packet was put within `timeout` seconds (None: until one is).
 
-        A bare future and a timer: asyncio.wait_for on an Event costs a task and extra loop
-        turns, measurable at one sample per request.
+        A bare future and (only for a bounded wait) a timer: asyncio.wait_for on an Event
+        costs a task and extra loop turns, measurable at one sample per request.
         """
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiter, False)
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waiter, False)
         try:
             return bool(await waiter)
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
 
     def _claim(self) -> list[Claim]:
@@ -125,7 +122,6 @@ class Stage:
             taken += m
             if packet.left == 0:
                 self._queue.popleft()
-        self._on_depth(self.rows)
         while self._shadows and taken < self.max_batch:  # after every request row
             packet = self._shadows[0]
             m = min(packet.left, self.max_batch - taken)
@@ -140,7 +136,6 @@ class Stage:
     def _drop_dead(self, now: float) -> None:
         while self._queue and not self._keep(self._queue[0], now):
             self._pop()
-        self._on_depth(self.rows)
 
     def _pop(self) -> None:
         self.rows -= self._queue.popleft().left
