@@ -21,19 +21,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from loadtest import benchcpu, gpubench
+from loadtest import benchcpu, benchfidelity, gpubench
 from loadtest.benchdoc import document, write_doc
 from loadtest.benchsteps import Load
 from loadtest.benchtext import plot
 from loadtest.doccheck import stray_numbers
-from loadtest.figures import Json, Results, to_json
+from loadtest.fidelitydoc import fidelity_plot
+from loadtest.figures import Json, Results, finite, row_json, targets, to_json
 from loadtest.machine import facts
 from loadtest.peers.runner import PEERS, check_installed
 from loadtest.wrk import wrk_path
 from models.data import load_mnist
 from models.paths import bundled_repository
 
-QUICK = {"seconds": 1.0, "rounds": 1, "samples": 512}
+QUICK = {"seconds": 1.0, "rounds": 1, "samples": 512, "phase_samples": 2000}
 QUICK_OUT = Path("build/bench-quick/benchmarks.md")
 
 
@@ -56,7 +57,13 @@ QUICK_OUT = Path("build/bench-quick/benchmarks.md")
     type=click.Choice(sorted(PEERS)),
     help="also measure this optional peer (install: python -m loadtest.peers install NAME)",
 )
+@click.option(
+    "--phase-samples", default=6000, show_default=True, help="fidelity: samples per drift phase"
+)
 @click.option("--gpu-only", is_flag=True, help="run only the GPU section and splice it in")
+@click.option(
+    "--fidelity-only", is_flag=True, help="run only the fidelity section and splice it in"
+)
 @click.option(
     "--render-only", is_flag=True, help="measure nothing: rewrite the markdown from its json"
 )
@@ -69,7 +76,9 @@ def main(
     samples: int,
     quick: bool,
     peers: tuple[str, ...],
+    phase_samples: int,
     gpu_only: bool,
+    fidelity_only: bool,
     render_only: bool,
 ) -> None:
     """Run every comparison and rewrite the benchmarks document and its json."""
@@ -81,11 +90,13 @@ def main(
         check_installed(PEERS[name])
     if quick:
         seconds, rounds, samples = QUICK["seconds"], int(QUICK["rounds"]), int(QUICK["samples"])
+        phase_samples = int(QUICK["phase_samples"])
     out = out or (QUICK_OUT if quick else Path("docs/benchmarks.md"))
     repo = repository or bundled_repository()
     test = load_mnist("t10k")
     x, y = test.x[:samples], test.y[:samples]
     flags = f"--seconds {seconds:g} --rounds {rounds} --samples {samples}"
+    flags += f" --phase-samples {phase_samples}"
     flags += "".join(f" --peers {p}" for p in peers)
     run = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -102,6 +113,16 @@ def main(
             gpubench.write_gpu_only(out, gpubench.measure(repo, model, load, run, command))
             click.echo(f"wrote the GPU section of {out}")
             return
+        if fidelity_only:
+            command = f"python -m loadtest.bench --fidelity-only {flags}"
+            splice_fidelity(
+                out,
+                Results(run={**run, "command": command}, machine=facts()),
+                repo,
+                load,
+                phase_samples,
+            )
+            return
         command = (
             f"python -m loadtest.bench --quick --out {out}"
             if quick
@@ -109,6 +130,7 @@ def main(
         )
         res = Results(run={**run, "command": command}, machine=facts())
         roles = benchcpu.run_cpu(res, repo, model, load, peers)
+        benchfidelity.run_fidelity(res, repo, model, load, phase_samples)
         gpu = gpubench.measure(repo, model, load, run, command)
     finish(res, roles, gpu, out)
 
@@ -123,6 +145,18 @@ def finish(
     render(doc, out, block)
 
 
+def splice_fidelity(out: Path, res: Results, repo: Path, load: Load, phase_samples: int) -> None:
+    """Measure the fidelity section alone and put it into the existing json and markdown."""
+    doc = json.loads(out.with_suffix(".json").read_text())
+    benchfidelity.run_fidelity(res, repo, res.run["model"], load, phase_samples)
+    doc["run"]["fidelity"] = res.run["fidelity"]
+    doc["tables"][benchfidelity.TABLE] = [row_json(r) for r in res.tables[benchfidelity.TABLE]]
+    doc["derived"].update(res.extra)
+    doc["targets"] = targets(doc["derived"])
+    block, gpu_json = gpubench.resolve(gpubench.Section(None, None), out)
+    render(finite({**doc, "gpu": gpu_json}), out, block)
+
+
 def rerender(out: Path) -> None:
     """The markdown again from the json beside it (after a change to the wording)."""
     doc = json.loads(out.with_suffix(".json").read_text())
@@ -134,6 +168,7 @@ def render(doc: Json, out: Path, gpu_block: str) -> None:
     """Write the json and the markdown, after checking every generated number is in the json."""
     out.parent.mkdir(parents=True, exist_ok=True)
     images = plot(doc, out.parent)
+    fidelity_plot(doc, out.parent)
     old = out.read_text() if out.exists() else ""
     stray = stray_numbers(document(doc, old, images, gpu_block), doc)
     if stray:

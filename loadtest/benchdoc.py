@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.benchtext import reading
+from loadtest.fidelitydoc import fidelity_section
 from loadtest.figures import Json, value
 
 GEN_BEGIN, GEN_END = "<!-- generated:begin -->", "<!-- generated:end -->"
@@ -198,6 +199,7 @@ def generated(doc: Json, images: list[str]) -> list[str]:
         *section("sweep", sweep_accuracy(doc)),
         *[f"![benchmarks]({i})" for i in images],
         "",
+        *fidelity_section(doc, table(tabs.get("fidelity_cost", []))),
         "## What this run's figures say",
         "",
         *reading(doc),

@@ -163,7 +163,7 @@ def figures(
         compute=float(spent.mean()),
         shadow_cost=_share(extra, spent),
         shadow_cost_tail=_share(extra[-TAIL:], spent[-TAIL:]),
-        reaction=_first_reaching(agree.astype(np.float64), LEVEL),
+        reaction=first_reaching(agree.astype(np.float64), LEVEL),
     )
 
 
@@ -171,7 +171,7 @@ def _share(extra: npt.NDArray[np.float64], spent: npt.NDArray[np.float64]) -> fl
     return float(extra.sum() / (spent.sum() + extra.sum()))
 
 
-def _first_reaching(values: npt.NDArray[np.float64], level: float) -> int | None:
+def first_reaching(values: npt.NDArray[np.float64], level: float) -> int | None:
     """Samples until the mean over the last ROLLING first reaches `level`."""
     if len(values) < ROLLING:
         return None
@@ -218,4 +218,4 @@ def _recovery(
     span = slice(phases[-1].start, phases[-1].stop)
     reference = float((static.exit[span] < last).mean())
     early = (controlled.exit[span] < last).astype(np.float64)
-    return _first_reaching(early, reference - 0.05)
+    return first_reaching(early, reference - 0.05)

@@ -34,6 +34,19 @@ TARGETS = (
     Target("accuracy_loss_pp", "accuracy loss on the same images (pp)", 0.5, False),
     Target("c1_p50_over_inprocess_ms", "p50 at concurrency 1 minus in-process (ms)", 0.25, False),
     Target("server_vs_loop_32_pct", "server / serving-loop ceiling, 32 per request (%)", 90, True),
+    Target(
+        "fidelity_min_shift_agreement_pct",
+        "fidelity: worst shift's agreement with full depth, last 1000 samples (%)",
+        98.5,
+        True,
+    ),
+    Target(
+        "fidelity_clean_saving_kept_pct", "fidelity: clean-data compute saving kept (%)", 90, True
+    ),
+    Target(
+        "fidelity_recovery_samples", "fidelity: samples until the savings are back", 5000, False
+    ),
+    Target("fidelity_shadow_cost_pct_1", "fidelity: shadow cost at saturation (%)", 10, False),
 )
 
 

@@ -167,7 +167,11 @@ def test_targets_are_judged_from_the_derived_figures(tmp_path: Path) -> None:
     _, doc = render(tmp_path, res)
     met = {t["key"]: t["met"] for t in doc["targets"]}
     # 1000/250 = 4.0 >= 3.5; 0.46 <= 0.5 pp; 0.70 - 0.50 = 0.20 <= 0.25 ms; 2001/2060 >= 90%
-    assert met == dict.fromkeys(met, True)
+    fidelity = {k for k in met if k.startswith("fidelity_")}
+    assert {k: v for k, v in met.items() if k not in fidelity} == dict.fromkeys(
+        met.keys() - fidelity, True
+    )
+    assert {met[k] for k in fidelity} == {None}  # not measured in these figures
     assert doc["derived"]["ee_vs_fd_1"]["rounds"] == pytest.approx([4.0, 1001 / 251, 1002 / 252])
     res.scalars["loop_ee_32"] = [3000.0, 3000.0, 3000.0]  # the server at 2/3 of its ceiling
     _, doc = render(tmp_path, res)
