@@ -14,6 +14,7 @@ LENET_MODEL = "mnist-lenet"
 
 
 TEXT_MODEL = "sentiment"
+BENCH_DEEP_MODEL = "fashion"
 
 
 def bundled_repository() -> Path:
@@ -27,6 +28,12 @@ def bundled_text_repository() -> Path:
     start of `make serve`). A checkout's folder only: not package data, so neither the
     wheel nor the serving image carries its 45 MB."""
     return Path(str(resources.files("models"))) / "text-repository"
+
+
+def bundled_bench_repository() -> Path:
+    """`bench-repository/`: models only the benchmarks serve (`fashion`, whose exits are hit
+    later than mnist's). A checkout's folder, not package data: never served by default."""
+    return Path(str(resources.files("models"))) / "bench-repository"
 
 
 def bundled_model_dir(name: str = DEFAULT_MODEL, version: str = DEFAULT_VERSION) -> Path:

@@ -1,0 +1,126 @@
+"""The deep-exit section of docs/benchmarks.md, rendered from the run's json only.
+
+Reads json['derived']['deep'] (written by loadtest.benchdeep.run_deep). Every number
+printed is a value of that json, and every comparison in the prose is decided from those
+values here, so a re-run with different figures never leaves stale words behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadtest.figures import Json
+
+TITLE = "## Where stage batching matters (deep exits)"
+MODE_NAMES = {"stage": "stage batching", "naive": "naive early exit", "none": "no batching"}
+
+
+def _fmt(fig: Any, spec: str = ".0f") -> str:
+    """A spread as `median (min–max)`, a number as itself, a missing figure as n/a."""
+    if fig is None:
+        return "n/a"
+    if isinstance(fig, dict):
+        if fig["min"] == fig["max"]:
+            return format(fig["median"], spec)
+        lo, hi = format(fig["min"], spec), format(fig["max"], spec)
+        return f"{fig['median']:{spec}} ({lo}–{hi})"
+    return format(fig, spec)
+
+
+def deep_section(doc: Json) -> list[str]:
+    """The section's markdown lines; a note instead when the run did not measure it."""
+    deep = doc.get("derived", {}).get("deep")
+    if not deep or not deep.get("workloads"):
+        return [TITLE, "", "Not measured in this run.", ""]
+    lines = [TITLE, "", *_method(deep), ""]
+    for w in deep["workloads"]:
+        lines += _workload(deep, w)
+    return lines
+
+
+def _method(deep: Json) -> list[str]:
+    rates = ", ".join(f"{r:.0f}" for r in deep["rates"])
+    bound = f"{deep['p99_bound_ms']:g}"
+    return [
+        "Many samples go deep, one sample per request, open-loop Poisson arrivals; a fresh "
+        f"server per scheduling mode and round ({deep['rounds']} rounds, interleaved across "
+        "modes), fidelity control off (thresholds fixed, no shadow rows). Each server climbs "
+        f"the offered rates {rates} req/s ({deep['rate_seconds']:g} s each) and stops after "
+        f"the first whose p99 exceeds {bound} ms or that loses a request; its throughput is "
+        "the highest rate that held, and the samples/s answered there. Batch sizes are the "
+        f"server's `exitserve_batch_size` histogram per stage at {deep['hist_rate']:.0f} req/s "
+        "(difference of two scrapes, all rounds pooled). *Rows per sample*: segments an "
+        "answered sample went through (its depth); *runs per sample*: segment runs "
+        "(batches) per answered sample, equal to the depth when nothing is batched."
+    ]
+
+
+def _workload(deep: Json, w: Json) -> list[str]:
+    modes = w["modes"]
+    bound = f"{deep['p99_bound_ms']:g}"
+    lines = [f"### {w['name']}", "", *_verdict(deep, w), ""]
+    lines += [
+        f"| mode | highest rate with p99 ≤ {bound} ms (req/s) | samples/s there | p99 there "
+        "(ms) | rows per sample | runs per sample | stage batching / this mode (samples/s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode in deep["modes"]:
+        m = modes[mode]
+        ratio = _fmt(m.get("stage_over_this"), ".2f") if mode != "stage" else "—"
+        lines.append(
+            f"| {MODE_NAMES.get(mode, mode)} | {_fmt(m['max_rate'])} | {_fmt(m['samples_per_s'])} "
+            f"| {_fmt(m['p99_ms'], '.1f')} | {_fmt(m['rows_per_sample'], '.2f')} "
+            f"| {_fmt(m['runs_per_sample'], '.2f')} | {ratio} |"
+        )
+    return [*lines, "", *_histograms(deep, w), ""]
+
+
+def _histograms(deep: Json, w: Json) -> list[str]:
+    """Share of each stage's segment runs per batch-size bucket, every mode."""
+    modes = [(mode, w["modes"][mode]) for mode in deep["modes"]]
+    labels: list[str] = next((m["buckets"] for _, m in modes if m["buckets"]), [])
+    used = [i for i in range(len(labels)) if any(_share(m, i) for _, m in modes)]
+    last = max(used, default=0) + 1
+    cols = " | ".join(f"{lab} %" for lab in labels[:last])
+    lines = [
+        f"Segment runs by batch size at {deep['hist_rate']:.0f} req/s (share of each stage's "
+        "runs):",
+        "",
+        f"| mode | stage | segment runs | mean batch | {cols} |",
+        f"| --- | --- | ---: | ---: | {' | '.join(['---:'] * last)} |",
+    ]
+    for mode, m in modes:
+        for s in m["stages"]:
+            shares = " | ".join(_fmt(p, ".1f") for p in s["run_pct"][:last])
+            lines.append(
+                f"| {MODE_NAMES.get(mode, mode)} | {s['stage']} | {_fmt(s['runs'])} "
+                f"| {_fmt(s['mean_batch'], '.2f')} | {shares} |"
+            )
+    return lines
+
+
+def _share(m: Json, i: int) -> bool:
+    return any(i < len(s["run_pct"]) and s["run_pct"][i] > 0 for s in m["stages"])
+
+
+def _verdict(deep: Json, w: Json) -> list[str]:
+    """Depth reached, then stage batching's throughput against each other mode: "more" or
+    "less" only when every round's ratio says so."""
+    stage = w["modes"].get("stage", {})
+    out = []
+    if stage.get("past_first_pct") is not None:
+        out.append(
+            f"Under stage batching {stage['past_first_pct']:.1f}% of the answered samples "
+            "went on past the first exit."
+        )
+    for mode in deep["modes"]:
+        ratio = w["modes"][mode].get("stage_over_this")
+        if mode == "stage" or ratio is None:
+            continue
+        lo, hi = ratio["min"], ratio["max"]
+        word = "more than" if lo > 1 else "less than" if hi < 1 else "about as much as"
+        out.append(
+            f"Within the p99 bound stage batching answered {word} {MODE_NAMES.get(mode, mode)} "
+            f"({_fmt(ratio, '.2f')}× its samples/s; median and range of per-round ratios)."
+        )
+    return [" ".join(out)] if out else []
