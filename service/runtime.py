@@ -24,11 +24,14 @@ from models.manifest import Manifest, Segment
 from service.ort_graphs import ELEM_TYPES, concat_model, gather_model
 from service.sessions import Placement, ProviderError, choose_placement, create_session
 from service.settings import Settings
+from service.text import TextRows, Tokens, concat_rows
 from service.verification import VersionMismatch, check_output, check_signatures, warm_up_input
 
 log = logging.getLogger(__name__)
 
-Hidden: TypeAlias = npt.NDArray[Any] | ort.OrtValue
+Tensor: TypeAlias = npt.NDArray[Any] | ort.OrtValue
+Hidden: TypeAlias = Tensor | TextRows
+WARM_TEXT = "a short warm-up text, "
 MAX_CONCAT_ARITY = 8  # wider merges are done in rounds, so few graphs are ever built
 
 
@@ -47,13 +50,17 @@ class ModelRuntime:
         self.manifest = manifest
         self.placement: Placement = choose_placement(settings)
         mode = settings.io_binding
-        self.bound = mode == "on" or (mode == "auto" and self.placement.device_type != "cpu")
+        bindable = manifest.text is None  # text rows carry a mask and vary in width: host
+        self.bound = bindable and (
+            mode == "on" or (mode == "auto" and self.placement.device_type != "cpu")
+        )
         self._settings = settings
         self._graphs: dict[tuple[int, ...], ort.InferenceSession] = {}
         self._graphs_lock = threading.Lock()
         self._label = f"model '{manifest.name}' version '{manifest.version}'"
         self._sessions = [self._open(version_dir, seg) for seg in manifest.segments]
         check_signatures(manifest, self._sessions)
+        self.tokens = None if manifest.text is None else self._tokens(version_dir)
         log.info("%s: %s, io_binding=%s", self._label, self.placement.provider, self.bound)
 
     def _open(self, version_dir: Path, seg: Segment) -> ort.InferenceSession:
@@ -69,6 +76,14 @@ class ModelRuntime:
                 f"segments[{seg.index}] ({seg.file}) is not a valid ONNX model for onnxruntime"
             ) from exc
 
+    def _tokens(self, version_dir: Path) -> Tokens:
+        try:
+            return Tokens(self.manifest, version_dir)
+        except Exception as exc:  # the tokenizers library raises its own exception kinds
+            text = self.manifest.text
+            file = text.tokenizer_file if text else "?"
+            raise VersionMismatch(f"text.tokenizer_file ({file}) cannot be loaded: {exc}") from exc
+
     @property
     def num_segments(self) -> int:
         return len(self._sessions)
@@ -76,6 +91,8 @@ class ModelRuntime:
     def run(self, k: int, x: Hidden) -> SegmentOutput:
         """Run segment k on a batch; stage 0 takes a host array, later ones `hidden`."""
         seg = self.manifest.segments[k]
+        if isinstance(x, TextRows):
+            return self._run_text(k, seg, x)
         if self.bound:
             return self._run_bound(k, seg, x)
         names = (
@@ -87,6 +104,17 @@ class ModelRuntime:
         outs = self._sessions[k].run(names, {seg.input.name: feed})
         probs = np.asarray(outs[-1], dtype=np.float32)
         return SegmentOutput(probs=probs, hidden=None if len(outs) == 1 else outs[0])
+
+    def _run_text(self, k: int, seg: Segment, x: TextRows) -> SegmentOutput:
+        """Ids (segment 0) or hidden states, with the mask every segment takes."""
+        assert seg.mask_input is not None  # verified at load for every text model
+        names = [seg.probs_output]
+        if seg.hidden_output is not None:
+            names.insert(0, seg.hidden_output.name)
+        feed = {seg.input.name: x.data, seg.mask_input.name: x.mask}
+        outs = self._sessions[k].run(names, feed)
+        probs = np.asarray(outs[-1], dtype=np.float32)
+        return SegmentOutput(probs, None if len(outs) == 1 else TextRows(outs[0], x.mask))
 
     def _run_bound(self, k: int, seg: Segment, x: Hidden) -> SegmentOutput:
         dev, dev_id = self.placement.device_type, self.placement.device_id
@@ -107,6 +135,8 @@ class ModelRuntime:
 
     def take(self, x: Hidden, rows: npt.NDArray[np.int64]) -> Hidden:
         """Rows `rows` of x, in that order, where x lives."""
+        if isinstance(x, TextRows):
+            return x.take(rows)
         if not isinstance(x, ort.OrtValue):
             return x[rows]
         sess = self._graph(_elem_type(x), len(x.shape()))
@@ -122,15 +152,18 @@ class ModelRuntime:
         """The rows of every x, in order, as one batch."""
         if len(xs) == 1:
             return xs[0]
+        texts = [x for x in xs if isinstance(x, TextRows)]
+        if texts:
+            return concat_rows(texts)
         if not any(isinstance(x, ort.OrtValue) for x in xs):
-            return np.concatenate(xs, axis=0)
-        parts = list(xs)
+            return np.concatenate([x for x in xs if isinstance(x, np.ndarray)], axis=0)
+        parts: list[Tensor] = [x for x in xs if not isinstance(x, TextRows)]
         while len(parts) > 1:
             step = MAX_CONCAT_ARITY
             parts = [self._concat_bound(parts[i : i + step]) for i in range(0, len(parts), step)]
         return parts[0]
 
-    def _concat_bound(self, xs: Sequence[Hidden]) -> Hidden:
+    def _concat_bound(self, xs: Sequence[Tensor]) -> Tensor:
         if len(xs) == 1:
             return xs[0]
         values = [x if isinstance(x, ort.OrtValue) else self._to_device(x) for x in xs]
@@ -168,7 +201,7 @@ class ModelRuntime:
         checking every segment's outputs: a version that loads must be able to answer."""
         classes = len(self.manifest.labels)
         for n in batch_sizes:
-            x: Hidden = warm_up_input(self.manifest, n)
+            x = self._warm_input(n)
             for seg in self.manifest.segments:
                 out = self._warm_run(seg, x, n)
                 hidden_shape = None if out.hidden is None else _shape(out.hidden)
@@ -180,6 +213,13 @@ class ModelRuntime:
                 x = self.take(self.concat([out.hidden, self.take(out.hidden, rows[:1])]), rows)
         if self.bound:
             self._prebuild_concat_graphs()
+
+    def _warm_input(self, n: int) -> Hidden:
+        """Pixels in range for an image model; real texts of mixed lengths for a text one,
+        so that padding, trimming and merging run before traffic does."""
+        if self.tokens is None:
+            return warm_up_input(self.manifest, n)
+        return self.tokens.encode([WARM_TEXT * (1 + i % 4) for i in range(n)])
 
     def _warm_run(self, seg: Segment, x: Hidden, n: int) -> SegmentOutput:
         try:
@@ -208,6 +248,8 @@ class ModelRuntime:
 
 
 def _shape(x: Hidden) -> tuple[int, ...]:
+    if isinstance(x, TextRows):
+        return tuple(x.data.shape)
     return tuple(x.shape()) if isinstance(x, ort.OrtValue) else tuple(x.shape)
 
 

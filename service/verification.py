@@ -35,7 +35,7 @@ class VersionMismatch(ValueError):
 
 def check_signatures(manifest: Manifest, sessions: Sequence[ort.InferenceSession]) -> None:
     """Every segment's tensors as the manifest declares them, and each link of the chain."""
-    if manifest.input.datatype not in SERVED_INPUTS:
+    if manifest.input.datatype not in SERVED_INPUTS and manifest.text is None:
         raise VersionMismatch(
             f"input.datatype: {manifest.input.datatype} inputs are not served "
             f"(only {', '.join(SERVED_INPUTS)})"
@@ -57,12 +57,14 @@ def check_signatures(manifest: Manifest, sessions: Sequence[ort.InferenceSession
 def _check_segment(seg: Segment, sess: ort.InferenceSession, classes: int) -> None:
     where = _where(seg)
     inputs = {arg.name: arg for arg in sess.get_inputs()}
-    if list(inputs) != [seg.input.name]:
+    declared = [seg.input] if seg.mask_input is None else [seg.input, seg.mask_input]
+    if sorted(inputs) != sorted(spec.name for spec in declared):
         raise VersionMismatch(
-            f"{where}: the model's inputs are {sorted(inputs)}, the manifest names only "
-            f"'{seg.input.name}' (segments[{seg.index}].input.name)"
+            f"{where}: the model's inputs are {sorted(inputs)}, the manifest names "
+            f"{sorted(spec.name for spec in declared)} (segments[{seg.index}].input, mask_input)"
         )
-    _check_tensor(where, "input", inputs[seg.input.name], seg.input)
+    for field, spec in zip(("input", "mask_input"), declared, strict=False):
+        _check_tensor(where, field, inputs[spec.name], spec)
     outputs = {arg.name: arg for arg in sess.get_outputs()}
     if seg.hidden_output is not None:
         arg = _output(where, outputs, "hidden_output", seg.hidden_output.name)
@@ -142,10 +144,19 @@ def check_output(
             "(every row must lie in [0, 1] and sum to 1: is it the softmax?)"
         )
     expected = None if seg.hidden_output is None else (rows, *seg.hidden_output.shape)
-    if hidden_shape != expected:
+    if not _fits(hidden_shape, expected):
         raise VersionMismatch(
             f"{where}: hidden_output has shape {_dims(hidden_shape)}, expected {_dims(expected)}"
         )
+
+
+def _fits(got: tuple[int, ...] | None, expected: tuple[int, ...] | None) -> bool:
+    """Shapes equal, a -1 (a text model's sequence axis) matching any length."""
+    if got is None or expected is None:
+        return got == expected
+    return len(got) == len(expected) and all(
+        w in (-1, g) for g, w in zip(got, expected, strict=True)
+    )
 
 
 def warm_up_input(manifest: Manifest, rows: int) -> npt.NDArray[Any]:
