@@ -28,6 +28,7 @@ TRITON_TYPES = {
     "FP16": "TYPE_FP16",
     "INT64": "TYPE_INT64",
     "INT32": "TYPE_INT32",
+    "BYTES": "TYPE_STRING",
 }
 
 
@@ -49,18 +50,29 @@ def _outputs(classes: int) -> list[tuple[str, str, list[int]]]:
     ]
 
 
-def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:
-    """v2 model metadata; shapes carry -1 for the batch axis."""
+def _input(manifest: Manifest) -> tuple[str, str, list[int]]:
+    """(name, v2 datatype, shape without batch) of what a request sends: a text model takes
+    one UTF-8 string per sample (BYTES) and tokenises it itself."""
+    if manifest.text is not None:
+        return manifest.text.input_name, manifest.text.datatype, []
     spec = manifest.input
+    return spec.name, spec.datatype, list(spec.shape)
+
+
+def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:
+    """v2 model metadata; shapes carry -1 for the batch axis. `labels` (an extension field)
+    names the classes that `label` indexes, in order."""
+    name, dtype, shape = _input(manifest)
     return {
         "name": manifest.name,
         "versions": versions,
         "platform": PLATFORM,
-        "inputs": [{"name": spec.name, "datatype": spec.datatype, "shape": [-1, *spec.shape]}],
+        "inputs": [{"name": name, "datatype": dtype, "shape": [-1, *shape]}],
         "outputs": [
             {"name": name, "datatype": dtype, "shape": [-1, *shape]}
             for name, dtype, shape in _outputs(len(manifest.labels))
         ],
+        "labels": list(manifest.labels),
     }
 
 
@@ -68,7 +80,7 @@ def model_config(
     manifest: Manifest, batching: BatchingConfig, max_batch_size: int, on_gpu: bool
 ) -> dict[str, Any]:
     """Triton's model configuration JSON (dims exclude the batch axis)."""
-    spec = manifest.input
+    request_input = _config_input(*_input(manifest))
     outputs: list[dict[str, Any]] = []
     for name, dtype, shape in _outputs(len(manifest.labels)):
         entry: dict[str, Any] = {"name": name, "data_type": TRITON_TYPES[dtype]}
@@ -82,14 +94,7 @@ def model_config(
         "backend": "onnxruntime",
         "version_policy": {"all": {}},
         "max_batch_size": max_batch_size,
-        "input": [
-            {
-                "name": spec.name,
-                "data_type": TRITON_TYPES[spec.datatype],
-                "format": "FORMAT_NONE",
-                "dims": list(spec.shape),
-            }
-        ],
+        "input": [request_input],
         "output": outputs,
         "dynamic_batching": {
             "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
@@ -100,6 +105,15 @@ def model_config(
     }
 
 
+def _config_input(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "data_type": TRITON_TYPES[dtype]}
+    entry["format"] = "FORMAT_NONE"
+    entry["dims"] = shape or [1]
+    if not shape:
+        entry["reshape"] = {"shape": []}
+    return entry
+
+
 def _parameters(manifest: Manifest) -> dict[str, dict[str, str]]:
     policy = manifest.default_policy
     values = {
@@ -108,6 +122,7 @@ def _parameters(manifest: Manifest) -> dict[str, dict[str, str]]:
         "thresholds": json.dumps([s.thresholds.get(policy) for s in manifest.segments]),
         "cumulative_fraction": json.dumps([s.cumulative_fraction for s in manifest.segments]),
         "version": manifest.version,
+        "labels": json.dumps(list(manifest.labels)),
     }
     return {key: {"string_value": value} for key, value in values.items()}
 

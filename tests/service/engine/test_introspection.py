@@ -7,6 +7,7 @@ The statistics must hold together the way Triton's do, since Triton's tools chec
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +45,10 @@ def test_metadata_config_and_stats(
                 "confidence": ("FP32", [-1]),
                 "exit_index": ("INT32", [-1]),
             }
+            assert meta["labels"] == [str(d) for d in range(10)]  # what `label` indexes
 
             config = plane.model_config("tiny", "1")
+            assert json.loads(config["parameters"]["labels"]["string_value"]) == meta["labels"]
             assert config["max_batch_size"] == settings.max_samples_per_request
             assert config["input"][0]["data_type"] == "TYPE_FP32"
             assert config["input"][0]["dims"] == [1, 28, 28]
