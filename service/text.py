@@ -37,6 +37,11 @@ class TextRows:
         return len(self.data)
 
     @property
+    def nbytes(self) -> int:
+        """Host memory the rows hold (the scheduler's bytes-in-flight budget counts it)."""
+        return int(self.data.nbytes + self.mask.nbytes)
+
+    @property
     def width(self) -> int:
         """The sequence axis's length T."""
         return int(self.mask.shape[1])
