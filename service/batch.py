@@ -1,4 +1,5 @@
-"""One stage batch, run on a worker thread: assemble rows, run the segment, decide exits.
+"""One stage batch, run on a worker thread: assemble rows (service/assembly.py), run the
+segment, decide exits, answer the rows that exit and gather the survivors.
 
 Everything here is the blocking part of a stage (numpy and onnxruntime, which releases
 the GIL); it touches no futures. Its `Outcome` tells the event loop which requests got
@@ -10,52 +11,20 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.assembly import Batch, Piece, SegmentRunner, assemble
 from service.jobs import Claim, Job, Packet, Rows, Span
 from service.policies import ExitPolicy, decide
 from service.runtime import Hidden, SegmentOutput
 from service.shadows import Evidence, Watch
 from service.trail import Trail
+from service.types import InferenceResult
 
-
-class SegmentRunner(Protocol):
-    """What a stage needs from a runtime; `ModelRuntime` is one, unit tests use fakes."""
-
-    def run(self, k: int, x: Hidden) -> SegmentOutput: ...
-
-    def take(self, x: Hidden, rows: Rows) -> Hidden: ...
-
-    def concat(self, xs: list[Hidden]) -> Hidden: ...
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Batch rows [lo, hi) belong to `job`'s rows `rows`."""
-
-    job: Job
-    lo: int
-    hi: int
-    rows: Rows
-
-
-@dataclass
-class Batch:
-    x: Hidden
-    pieces: list[Piece]
-    pred: Rows
-    streak: npt.NDArray[np.int32]
-    waits: list[float]
-    real: int  # rows of requests; shadow rows (if any) follow them
-    trail: Trail | None = None
-
-    @property
-    def size(self) -> int:
-        return self.pieces[-1].hi if self.pieces else 0
+__all__ = ["Outcome", "SegmentRunner", "run_batch"]
 
 
 @dataclass
@@ -63,7 +32,8 @@ class Outcome:
     """What a batch did: answered rows per job, survivors, and timings for the metrics."""
 
     jobs: list[Job] = field(default_factory=list)
-    answered: list[tuple[Job, int]] = field(default_factory=list)
+    # per job: rows answered, and its whole answer when this batch answered every row
+    answered: list[tuple[Job, int, InferenceResult | None]] = field(default_factory=list)
     forward: Packet | None = None
     size: int = 0
     seconds: float = 0.0  # the segment run
@@ -74,54 +44,6 @@ class Outcome:
     shadowed: int = 0  # early answers of this batch sent on as shadows
     shed: int = 0  # early answers picked as shadows but dropped: the version is busy
     evidence: Evidence | None = None  # at the last exit: observed rows, for the controller
-
-
-def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
-    """The claimed rows of live requests as one batch input, or None if none is left."""
-    xs: list[Hidden] = []
-    pieces: list[Piece] = []
-    preds: list[Rows] = []
-    streaks: list[npt.NDArray[np.int32]] = []
-    trails: list[tuple[Trail | None, int]] = []
-    waits: list[float] = []
-    seen: set[Job] = set()  # a request's rows may come in several packets: one wait each
-    now = time.monotonic()
-    for claim in claims:
-        packet = claim.packet
-        live = [p for p in claim.pieces() if not p[0].dead]
-        if not live:
-            continue
-        idx = np.concatenate([np.arange(lo, hi, dtype=np.int64) for _, lo, hi, _ in live])
-        xs.append(packet.x if len(idx) == packet.size else runner.take(packet.x, idx))
-        preds.append(packet.pred[idx])
-        streaks.append(packet.streak[idx])
-        trail = packet.trail
-        if trail is not None and len(idx) != len(trail):
-            trail = trail.take(idx)
-        trails.append((trail, len(idx)))
-        for job, lo, hi, rows in live:
-            start = pieces[-1].hi if pieces else 0
-            pieces.append(Piece(job, start, start + hi - lo, rows))
-            if job not in seen and not job.shadow:  # claims are FIFO: the first waited longest
-                seen.add(job)
-                waits.append(now - packet.queued_at)
-    if not pieces:
-        return None
-    x = runner.concat(xs)
-    real = sum(p.hi - p.lo for p in pieces if not p.job.shadow)  # stages claim shadows last
-    batch = Batch(x, pieces, np.concatenate(preds), np.concatenate(streaks), waits, real)
-    batch.trail = _trails(trails)
-    return batch
-
-
-def _trails(trails: list[tuple[Trail | None, int]]) -> Trail | None:
-    """One trail for the batch; rows that came without one (fidelity switched on while they
-    were queued) are not evidence."""
-    some = next((t for t, _ in trails if t is not None), None)
-    if some is None:
-        return None
-    early = some.surety.shape[1]
-    return Trail.concat([t if t is not None else Trail.fresh(n, early, False) for t, n in trails])
 
 
 def run_batch(
@@ -190,28 +112,64 @@ def _answer(
     pred: Rows,
     outcome: Outcome,
 ) -> tuple[list[Span], Rows]:
-    """Write exited rows into their jobs; return the survivors' spans, in batch order, and
-    their batch rows. Shadow rows (the batch's tail) are not answered here and go on
-    separately; a request gone while its batch ran leaves its rows behind."""
+    """Answer exited rows; return the survivors' spans, in batch order, and their batch rows.
+
+    A request whose rows are all in one piece and all exit (every one-sample request) is
+    answered with views of the batch's arrays, made here; one answered in parts has its
+    rows written into its own arrays. Shadow rows (the batch's tail) are not answered here
+    and go on separately; a request gone while its batch ran leaves its rows behind.
+    """
     spans: list[Span] = []
-    going = ~exits[: batch.real]
+    real = batch.real
+    going = ~exits[:real]
+    done_before = [0, *np.cumsum(exits[:real]).tolist()]  # exited rows before each row
+    whole = _Whole(k, probs, pred)
     for piece in batch.pieces:
-        if piece.job.dead:
-            going[piece.lo : piece.hi] = False
+        job, lo, hi = piece.job, piece.lo, piece.hi
+        if job.dead:
+            going[lo:hi] = False
             continue
-        if piece.job.shadow:
+        if job.shadow:
             continue
-        ex = exits[piece.lo : piece.hi]
-        done = piece.rows[ex]
-        if done.size:
-            answered = probs[piece.lo : piece.hi][ex]
-            piece.job.write(done, answered, pred[piece.lo : piece.hi][ex], k)
-            outcome.answered.append((piece.job, int(done.size)))
-        if done.size < len(piece.rows):
-            spans.append(Span(piece.job, piece.rows[~ex]))
-        if not outcome.jobs or outcome.jobs[-1] is not piece.job:
-            outcome.jobs.append(piece.job)
+        done = done_before[hi] - done_before[lo]
+        if done == hi - lo == job.size:
+            outcome.answered.append((job, done, whole.result(job, lo, hi)))
+        elif done == hi - lo:
+            job.write(piece.rows, probs[lo:hi], pred[lo:hi], k)
+            outcome.answered.append((job, done, None))
+        elif done:
+            ex = exits[lo:hi]
+            job.write(piece.rows[ex], probs[lo:hi][ex], pred[lo:hi][ex], k)
+            outcome.answered.append((job, done, None))
+            spans.append(Span(job, piece.rows[~ex]))
+        else:
+            spans.append(Span(job, piece.rows))
+        if not outcome.jobs or outcome.jobs[-1] is not job:
+            outcome.jobs.append(job)
     return spans, np.flatnonzero(going)
+
+
+class _Whole:
+    """Whole answers from one batch: views of its rows, with the columns every answer
+    shares (confidence, exit) computed once for the batch, when the first one needs them."""
+
+    def __init__(self, k: int, probs: npt.NDArray[np.float32], pred: Rows) -> None:
+        self.k, self.probs, self.pred = k, probs, pred
+        self.confidence: npt.NDArray[np.float32] | None = None
+        self.exit = np.empty(0, dtype=np.int32)
+
+    def result(self, job: Job, lo: int, hi: int) -> InferenceResult:
+        if self.confidence is None:
+            self.confidence = self.probs.max(axis=1)
+            self.exit = np.full(len(self.probs), self.k, dtype=np.int32)
+        return InferenceResult(
+            job.model,
+            job.version,
+            self.pred[lo:hi],
+            self.probs[lo:hi],
+            self.confidence[lo:hi],
+            self.exit[lo:hi],
+        )
 
 
 def _rows(x: Hidden | None, default: int) -> int:

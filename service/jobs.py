@@ -6,14 +6,15 @@ the survivors of one stage batch leave as one packet, so queue work is per packe
 per request, never per sample, and on a GPU survivors cost one Gather, not one per request.
 
 Threading: futures, `remaining` and `dead` are written on the event loop only; the worker
-threads write a job's result rows (disjoint per stage, each row exactly once) and read
-`dead` to skip rows whose client is gone.
+threads write a job's result rows (disjoint per stage, each row exactly once), or make its
+whole answer from their batch, and read `dead` to skip rows whose client is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -62,7 +63,12 @@ class ByteBudget:
 
 @dataclass(eq=False)
 class Job:
-    """One request: its policy, deadline, future and the result rows filled as rows exit."""
+    """One request: its policy, deadline, future, and where its answer is put together.
+
+    A request whose rows all exit in one batch piece (every one-sample request) is
+    answered with views of that batch's arrays (`batch._answer`); only a request whose rows
+    exit at different stages or batches gets result arrays, on its first partial answer.
+    """
 
     id: str
     model: str
@@ -70,13 +76,12 @@ class Job:
     policy: ExitPolicy
     deadline: float
     future: asyncio.Future[InferenceResult]
-    label: npt.NDArray[np.int64]
-    probs: npt.NDArray[np.float32]
-    confidence: npt.NDArray[np.float32]
-    exit_index: npt.NDArray[np.int32]
+    size: int  # rows
+    classes: int
     remaining: int
     dead: bool = False
     watched: bool = False  # under the default policy: its rows are fidelity evidence
+    parts: _Parts | None = None  # result rows written so far, when answered in parts
     shadow: ClassVar[bool] = False
 
     @classmethod
@@ -99,28 +104,24 @@ class Job:
             policy=policy,
             deadline=deadline,
             future=future,
-            label=np.full(rows, -1, dtype=np.int64),
-            probs=np.zeros((rows, classes), dtype=np.float32),
-            confidence=np.zeros(rows, dtype=np.float32),
-            exit_index=np.full(rows, -1, dtype=np.int32),
+            size=rows,
+            classes=classes,
             remaining=rows,
             watched=watched,
         )
 
-    def rows_done(self, count: int) -> None:
-        """Count answered rows; the last one resolves the future (event loop only)."""
+    def rows_done(self, count: int, result: InferenceResult | None = None) -> None:
+        """Count answered rows; the last one resolves the future (event loop only), with
+        `result` when the batch answered every row at once, else with the parts written."""
         self.remaining -= count
-        if self.remaining <= 0 and not self.future.done():
-            self.future.set_result(
-                InferenceResult(
-                    model=self.model,
-                    version=self.version,
-                    label=self.label,
-                    probabilities=self.probs,
-                    confidence=self.confidence,
-                    exit_index=self.exit_index,
-                )
+        if self.remaining > 0 or self.future.done():
+            return
+        if result is None:
+            parts = self._parts()
+            result = InferenceResult(
+                self.model, self.version, parts.label, parts.probs, parts.confidence, parts.exit
             )
+        self.future.set_result(result)
 
     def fail(self, exc: BaseException) -> None:
         """Answer the request with an error, once; its queued rows are then skipped."""
@@ -129,11 +130,42 @@ class Job:
             self.future.set_exception(exc)
 
     def write(self, rows: Rows, probs: npt.NDArray[np.float32], label: Rows, exit_: int) -> None:
-        """Store exited rows' answers (worker thread; rows are disjoint between stages)."""
-        self.probs[rows] = probs
-        self.label[rows] = label
-        self.confidence[rows] = probs.max(axis=1) if len(probs) else 0.0
-        self.exit_index[rows] = exit_
+        """Store some of its rows' answers (worker thread; rows are disjoint between stages)."""
+        parts = self._parts()
+        parts.probs[rows] = probs
+        parts.label[rows] = label
+        parts.confidence[rows] = probs.max(axis=1) if len(probs) else 0.0
+        parts.exit[rows] = exit_
+
+    def _parts(self) -> _Parts:
+        """The result arrays, made once: two stages' worker threads may write at once."""
+        if self.parts is None:
+            with _PARTS_LOCK:
+                if self.parts is None:
+                    self.parts = _Parts.empty(self.size, self.classes)
+        return self.parts
+
+
+_PARTS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """A request's result rows, filled in as its rows exit."""
+
+    label: npt.NDArray[np.int64]
+    probs: npt.NDArray[np.float32]
+    confidence: npt.NDArray[np.float32]
+    exit: npt.NDArray[np.int32]
+
+    @classmethod
+    def empty(cls, rows: int, classes: int) -> _Parts:
+        return cls(
+            np.full(rows, -1, dtype=np.int64),
+            np.zeros((rows, classes), dtype=np.float32),
+            np.zeros(rows, dtype=np.float32),
+            np.full(rows, -1, dtype=np.int32),
+        )
 
 
 @dataclass(eq=False)
@@ -150,7 +182,7 @@ class ShadowJob(Job):
         assert isinstance(job, ShadowJob)
         return job
 
-    def rows_done(self, count: int) -> None:
+    def rows_done(self, count: int, result: InferenceResult | None = None) -> None:
         return None
 
     def fail(self, exc: BaseException) -> None:
@@ -170,15 +202,22 @@ class Span:
 
 @dataclass(eq=False)
 class Packet:
-    """A block of rows waiting for a stage, with the state their policy carries."""
+    """A block of rows waiting for a stage, with the state their policy carries.
+
+    A request's packet at stage 0 carries no state (`pred`, `streak`, `trail` None): rows
+    that have seen no exit all start alike, so the batch makes it for all its rows at once
+    (service/assembly.py); `early` then says whether, and for how many early exits, the
+    rows get a fidelity trail.
+    """
 
     x: Hidden
     spans: list[Span]
-    pred: Rows
-    streak: npt.NDArray[np.int32]
+    pred: Rows | None  # argmax at the previous exit; None: no exit yet (-1)
+    streak: npt.NDArray[np.int32] | None  # exits agreeing on it; None: no exit yet (0)
     queued_at: float
     start: int = 0  # rows before it were already claimed by a batch
     trail: Trail | None = None  # fidelity control's memory of the rows; None when off
+    early: int | None = None  # at stage 0: the early exits of the trail its rows get
     offsets: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -201,15 +240,8 @@ class Packet:
     @classmethod
     def entry(cls, job: Job, x: Hidden, now: float, early: int | None = None) -> Packet:
         """A request's rows as they enter stage 0, with a trail if `early` exits are watched."""
-        n = job.remaining
-        return cls(
-            x=x,
-            spans=[Span(job, np.arange(n, dtype=np.int64))],
-            pred=np.full(n, -1, dtype=np.int64),
-            streak=np.zeros(n, dtype=np.int32),
-            queued_at=now,
-            trail=None if early is None else Trail.fresh(n, early, job.watched),
-        )
+        spans = [Span(job, np.arange(job.remaining, dtype=np.int64))]
+        return cls(x=x, spans=spans, pred=None, streak=None, queued_at=now, early=early)
 
 
 @dataclass(frozen=True)

@@ -265,8 +265,8 @@ class Pipeline:
             outcome.output_seconds,
         )
         answered = 0
-        for job, count in outcome.answered:
-            job.rows_done(count)
+        for job, count, result in outcome.answered:
+            job.rows_done(count, result)
             answered += count
         if answered:  # one record for the batch's exits, not one per request
             used, full = sum(spec.macs[: k + 1]), sum(spec.macs)
@@ -286,7 +286,7 @@ class Pipeline:
         if shadows is not None:
             self.stages[k + 1].put_shadow(shadows)
         self._metrics.record_shadows(spec.model, spec.version, k, outcome.shadowed, outcome.shed)
-        watch.fid.evidence.count(sum(count for _, count in outcome.answered))
+        watch.fid.evidence.count(sum(count for _, count, _ in outcome.answered))
         if outcome.evidence is not None:
             counts = watch.record(outcome.evidence, now)
             self._metrics.record_agreement(spec.model, spec.version, counts)

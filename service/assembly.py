@@ -1,0 +1,152 @@
+"""Putting a stage batch together from claimed packet rows (worker thread).
+
+The batch input is the claimed rows of live requests, in claim order; beside it go the
+rows' policy state (previous prediction, streak) and, under fidelity control, their
+trail. Rows entering at stage 0 have no state yet: their packets carry none, and it is
+made here once for the whole batch rather than once per request at admission.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from service.jobs import Claim, Job, Packet, Rows
+from service.runtime import Hidden, SegmentOutput
+from service.trail import Trail
+
+G = TypeVar("G", bound=np.generic)
+
+
+class SegmentRunner(Protocol):
+    """What a stage needs from a runtime; `ModelRuntime` is one, unit tests use fakes.
+
+    `run` returns arrays of its own for every call: answers are views of its `probs`.
+    """
+
+    def run(self, k: int, x: Hidden) -> SegmentOutput: ...
+
+    def take(self, x: Hidden, rows: Rows) -> Hidden: ...
+
+    def concat(self, xs: list[Hidden]) -> Hidden: ...
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Batch rows [lo, hi) belong to `job`'s rows `rows`."""
+
+    job: Job
+    lo: int
+    hi: int
+    rows: Rows
+
+
+@dataclass
+class Batch:
+    x: Hidden
+    pieces: list[Piece]
+    pred: Rows
+    streak: npt.NDArray[np.int32]
+    waits: list[float]
+    real: int  # rows of requests; shadow rows (if any) follow them
+    trail: Trail | None = None
+
+    @property
+    def size(self) -> int:
+        return self.pieces[-1].hi if self.pieces else 0
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The rows one claim adds: packet rows `idx` (None: the whole packet), `n` of them."""
+
+    packet: Packet
+    idx: Rows | None
+    n: int
+
+
+def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
+    """The claimed rows of live requests as one batch input, or None if none is left."""
+    xs: list[Hidden] = []
+    parts: list[_Part] = []
+    pieces: list[Piece] = []
+    waits: list[float] = []
+    seen: set[Job] = set()  # a request's rows may come in several packets: one wait each
+    now = time.monotonic()
+    for claim in claims:
+        packet = claim.packet
+        claimed = claim.pieces()
+        live = [p for p in claimed if not p[0].dead]
+        if not live:
+            continue
+        idx = None  # the usual case: the whole packet, no row indexing
+        if len(live) < len(claimed) or claim.stop - claim.start < packet.size:
+            idx = np.concatenate([np.arange(lo, hi, dtype=np.int64) for _, lo, hi, _ in live])
+        xs.append(packet.x if idx is None else runner.take(packet.x, idx))
+        parts.append(_Part(packet, idx, packet.size if idx is None else len(idx)))
+        for job, lo, hi, rows in live:
+            start = pieces[-1].hi if pieces else 0
+            pieces.append(Piece(job, start, start + hi - lo, rows))
+            if job not in seen and not job.shadow:  # claims are FIFO: the first waited longest
+                seen.add(job)
+                waits.append(now - packet.queued_at)
+    if not pieces:
+        return None
+    x = runner.concat(xs)
+    real = sum(p.hi - p.lo for p in pieces if not p.job.shadow)  # stages claim shadows last
+    pred = _column([(p.packet.pred, p) for p in parts], -1, np.int64)
+    streak = _column([(p.packet.streak, p) for p in parts], 0, np.int32)
+    batch = Batch(x, pieces, pred, streak, waits, real)
+    batch.trail = _trails(parts)
+    return batch
+
+
+def _column(
+    columns: list[tuple[npt.NDArray[G] | None, _Part]], fresh: int, dtype: type[G]
+) -> npt.NDArray[G]:
+    """One state column for the batch; `fresh` for rows that have none yet (stage 0)."""
+    if all(c is None for c, _ in columns):
+        return np.full(sum(p.n for _, p in columns), fresh, dtype=dtype)
+    return np.concatenate(
+        [
+            np.full(p.n, fresh, dtype=dtype) if c is None else c if p.idx is None else c[p.idx]
+            for c, p in columns
+        ]
+    )
+
+
+def _trails(parts: list[_Part]) -> Trail | None:
+    """One trail for the batch, or None when no row has one.
+
+    Rows entering at stage 0 under fidelity control get a fresh trail, made here for the
+    whole batch; rows that came without one (a request with overrides, or fidelity
+    switched on while they were queued) are not evidence.
+    """
+    early = next((_early(p.packet) for p in parts if _early(p.packet) is not None), None)
+    if early is None:
+        return None
+    if all(p.packet.trail is None for p in parts):  # stage 0
+        trail = Trail.fresh(sum(p.n for p in parts), early, False)
+        lo = 0
+        for p in parts:
+            if p.packet.early is not None:
+                trail.inclusion[lo : lo + p.n] = 1.0  # a watched request's rows are evidence
+            lo += p.n
+        return trail
+    return Trail.concat([_trail(p, early) for p in parts])
+
+
+def _early(packet: Packet) -> int | None:
+    """How many early exits the packet's trail covers, if it has or is to get one."""
+    return packet.early if packet.trail is None else packet.trail.surety.shape[1]
+
+
+def _trail(part: _Part, early: int) -> Trail:
+    trail = part.packet.trail
+    if trail is None:
+        return Trail.fresh(part.n, early, part.packet.early is not None)
+    return trail if part.idx is None else trail.take(part.idx)
