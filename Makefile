@@ -89,7 +89,7 @@ deploy-check: install
 	done
 
 model: install
-	$(BIN)/exitserve build-default --out models/repository --text-out models/text-repository --bench-out models/bench-repository
+	$(BIN)/exitserve build-default --out models/repository --bench-out models/bench-repository
 
 # Writes docs/benchmarks.md and docs/benchmarks.json; `python -m loadtest.bench --quick`
 # is a one-round smoke run written under build/.

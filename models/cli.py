@@ -28,10 +28,8 @@ from models.data import DataError
 from models.manifest import ManifestError
 from models.options import POSITIVE, PUBLISH_OPTIONS, TRAIN_OPTIONS, Decorator, arch_options
 from models.paths import (
-    TEXT_MODEL,
     bundled_bench_repository,
     bundled_repository,
-    bundled_text_repository,
 )
 from models.sources import SizeError, SplitSizes
 from models.textdata import Columns
@@ -197,12 +195,6 @@ def build(out: Path, **kw: Any) -> None:
 @click.command("build-default")
 @click.option("--out", type=click.Path(path_type=Path), default=bundled_repository)
 @click.option(
-    "--text-out",
-    type=click.Path(path_type=Path),
-    default=bundled_text_repository,
-    help="where text models go (not served until the server takes BYTES inputs)",
-)
-@click.option(
     "--bench-out",
     type=click.Path(path_type=Path),
     default=bundled_bench_repository,
@@ -211,14 +203,12 @@ def build(out: Path, **kw: Any) -> None:
 @click.option("--only", multiple=True, help="build just these bundled models")
 @click.option("--threads", type=POSITIVE, default=2, show_default=True)
 @_user_errors
-def build_default(
-    out: Path, text_out: Path, bench_out: Path, only: tuple[str, ...], threads: int
-) -> None:
+def build_default(out: Path, bench_out: Path, only: tuple[str, ...], threads: int) -> None:
     """Rebuild the bundled models `mnist` (residual CNN), `mnist-lenet` (B-LeNet),
     `sentiment` (MiniLM-L6 on Rotten Tomatoes; the slow one, about 10 minutes) and the
     benchmarks' `fashion` (mnist's CNN on Fashion-MNIST)."""
     _logging()
-    targets = [(c, text_out if c.name == TEXT_MODEL else out) for c in default_configs(threads)]
+    targets = [(c, out) for c in default_configs(threads)]
     targets += [(c, bench_out) for c in bench_configs(threads)]
     for config, target in targets:
         if not only or config.name in only:

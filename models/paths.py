@@ -22,14 +22,6 @@ def bundled_repository() -> Path:
     return Path(str(resources.files("models"))) / "repository"
 
 
-def bundled_text_repository() -> Path:
-    """`text-repository/`: the bundled text model, kept out of the served repository until
-    the server takes BYTES inputs (it would refuse the version and log an error at every
-    start of `make serve`). A checkout's folder only: not package data, so neither the
-    wheel nor the serving image carries its 45 MB."""
-    return Path(str(resources.files("models"))) / "text-repository"
-
-
 def bundled_bench_repository() -> Path:
     """`bench-repository/`: models only the benchmarks serve (`fashion`, whose exits are hit
     later than mnist's). A checkout's folder, not package data: never served by default."""
@@ -38,8 +30,7 @@ def bundled_bench_repository() -> Path:
 
 def bundled_model_dir(name: str = DEFAULT_MODEL, version: str = DEFAULT_VERSION) -> Path:
     """`<repository>/<name>/<version>`; raises with a hint when it has not been built."""
-    root = bundled_text_repository() if name == TEXT_MODEL else bundled_repository()
-    path = root / name / version
+    path = bundled_repository() / name / version
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(f"no bundled model at {path}: run `make model` to build it")
     return path

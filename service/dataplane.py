@@ -33,6 +33,7 @@ from service.registry import Loaded, ModelRegistry
 from service.scheduler import BatchTrace
 from service.sessions import choose_placement
 from service.settings import Settings
+from service.text import TextRows
 from service.types import InferenceInput, InferenceResult
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,12 @@ class DataPlane:
         self.metrics.record_inference(*key, code, seconds)
 
 
-def check_input(manifest: Manifest, data: npt.NDArray[Any], max_rows: int) -> npt.NDArray[Any]:
+def check_input(
+    manifest: Manifest, data: npt.NDArray[Any] | TextRows, max_rows: int
+) -> npt.NDArray[Any] | TextRows:
     """The request's tensor as the model's input dtype; BadRequest names what is wrong."""
+    if isinstance(data, TextRows) or manifest.text is not None:
+        return _check_texts(manifest, data, max_rows)
     expected = [-1, *manifest.input.shape]
     shape = list(data.shape)
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
@@ -274,6 +279,16 @@ def check_input(manifest: Manifest, data: npt.NDArray[Any], max_rows: int) -> np
     # the input type's range (inf once cast) is caught too.
     if not np.isfinite(data).all():
         raise BadRequest(f"inputs[0] contains NaN or infinity (or a value beyond {data.dtype})")
+    return data
+
+
+def _check_texts(manifest: Manifest, data: object, max_rows: int) -> TextRows:
+    """Tokenised texts for a text model (the protocol layer tokenised them), only for one."""
+    if manifest.text is None or not isinstance(data, TextRows):
+        want = "texts (BYTES)" if manifest.text is not None else "a numeric tensor"
+        raise BadRequest(f"inputs[0]: model '{manifest.name}' takes {want}")
+    if not 1 <= len(data) <= max_rows:
+        raise BadRequest(f"inputs[0] holds {len(data)} samples; 1 to {max_rows} per request")
     return data
 
 

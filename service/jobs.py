@@ -36,12 +36,16 @@ def row_state_bytes(manifest: Manifest) -> int:
     """The most a row in flight holds besides its input: its largest hidden state and its
     answer. Rows are admitted at stage 0 but grow at later stages (a conv net's hidden state
     is many times its input), so admission charges this bound up front."""
-    hidden = max((_bytes(s.hidden_output) for s in manifest.segments if s.hidden_output), default=0)
-    return hidden + 4 * len(manifest.labels) + ANSWER_BYTES
+    seq = 1 if manifest.text is None else manifest.text.max_length  # text: the longest
+    outputs = [s.hidden_output for s in manifest.segments if s.hidden_output]
+    hidden = max((_bytes(spec, seq) for spec in outputs), default=0)
+    mask = 0 if manifest.text is None else ITEM_BYTES["INT64"] * seq
+    return hidden + mask + 4 * len(manifest.labels) + ANSWER_BYTES
 
 
-def _bytes(spec: TensorSpec) -> int:
-    return ITEM_BYTES[spec.datatype] * int(np.prod(spec.shape))
+def _bytes(spec: TensorSpec, seq: int) -> int:
+    """A tensor's bytes per row, a dynamic (sequence) axis counted at `seq`."""
+    return ITEM_BYTES[spec.datatype] * int(np.prod([seq if d == -1 else d for d in spec.shape]))
 
 
 class ByteBudget:

@@ -30,6 +30,7 @@ from service.scheduler import BatchTrace, Pipeline, PipelineSpec
 from service.sessions import ProviderError
 from service.settings import Settings
 from service.shadows import Watch
+from service.text import Tokens
 from service.types import PolicyOverride
 from service.verification import VersionMismatch
 
@@ -52,6 +53,11 @@ class Loaded:
     pipeline: Pipeline
     default_policy: ExitPolicy  # calibrated at load; the fidelity controller swaps it whole
     fidelity: Governor | None = None
+
+    @property
+    def tokens(self) -> Tokens | None:
+        """A text model's tokeniser (the protocol layer encodes requests with it)."""
+        return self.runtime.tokens
 
     def policy(self, override: PolicyOverride) -> ExitPolicy:
         """A request's exit policy (BadRequest names a bad override)."""

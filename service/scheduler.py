@@ -19,14 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from service.batch import Outcome, SegmentRunner, run_batch
 from service.errors import InferenceFailed, NotReady, Overloaded, PayloadTooLarge
 from service.jobs import ByteBudget, Claim, Job, Packet
 from service.metrics import Metrics
 from service.policies import ExitPolicy
+from service.runtime import Hidden
 from service.settings import BatchingConfig
 from service.shadows import Watch, crowded, shed
 from service.stage import Stage
@@ -111,7 +109,7 @@ class Pipeline:
     def submit(
         self,
         job_id: str,
-        data: npt.NDArray[np.floating],
+        data: Hidden,
         policy: ExitPolicy,
         timeout_s: float,
         watched: bool = False,

@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from service.text import TextRows
+
 PolicyKind = Literal["confidence", "entropy", "margin", "patience"]
 
 
@@ -33,7 +35,7 @@ class InferenceInput:
 
     model: str
     version: str | None
-    data: npt.NDArray[np.float32]  # (batch, *input shape)
+    data: npt.NDArray[np.float32] | TextRows  # (batch, *input shape), or tokenised texts
     policy: PolicyOverride = field(default_factory=PolicyOverride)
     request_id: str = ""
 

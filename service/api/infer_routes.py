@@ -71,7 +71,12 @@ async def predict(request: Request, model_name: ctx.ModelName) -> Response:
     loaded = plane.lookup(model_name, None)
     body = await read_body(request, limits.max_body_bytes)
     data = await _decode(
-        request, body, v1.decode_predict, loaded.manifest, limits.max_samples_per_request
+        request,
+        body,
+        v1.decode_predict,
+        loaded.manifest,
+        limits.max_samples_per_request,
+        loaded.tokens,
     )
     result = await unless_disconnected(request, plane.submit(data, loaded))
     return Response(v1.encode_predict(result), media_type=JSON)
@@ -89,6 +94,7 @@ async def serve_infer(request: Request, name: str, version: str | None) -> Respo
         request.headers.get(HEADER_LENGTH),
         loaded.manifest,
         limits.max_samples_per_request,
+        loaded.tokens,
     )
     result = await unless_disconnected(request, plane.submit(decoded.request, loaded))
     encoded = encode_infer(result, decoded.outputs, decoded.request_id)

@@ -11,13 +11,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from models.manifest import Manifest
+from models.manifest import Manifest, TextInput
 from service.errors import BadRequest
 from service.protocol.json_body import check_json_size, load_object, show
 from service.protocol.json_data import from_json, has_boolean_literal
 from service.protocol.outputs import OutputRequest, parse_outputs
 from service.protocol.parameters import parse_parameters
 from service.protocol.tensors import F32, check_shape, from_binary
+from service.protocol.text_input import (
+    Texts,
+    check_text_datatype,
+    check_text_shape,
+    json_values_per_sample,
+    texts_from_binary,
+    texts_from_json,
+)
+from service.text import TextInputError, TextRows, Tokens
 from service.types import InferenceInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -35,19 +44,32 @@ class DecodedInfer:
 
 
 def decode_infer(
-    body: bytes, header_length: str | None, manifest: Manifest, max_samples: int
+    body: bytes,
+    header_length: str | None,
+    manifest: Manifest,
+    max_samples: int,
+    tokens: Tokens | None = None,
 ) -> DecodedInfer:
-    """Parse and check a v2 infer request against the model's input spec."""
+    """Parse and check a v2 infer request against the model's input spec (a text model's
+    texts are tokenised here, by `tokens`, off the event loop for large bodies)."""
     head, tail = split_body(body, header_length)
-    sample_values = math.prod(manifest.input.shape)
+    sample_values = (
+        math.prod(manifest.input.shape)
+        if manifest.text is None
+        else json_values_per_sample(manifest.text)
+    )
     check_json_size(len(head), sample_values, max_samples, "the request's JSON")
     doc = load_object(head, "request JSON")
     request_id = doc.get("id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID):
         raise BadRequest(f"id: must be a string of at most {MAX_ID} characters")
     options = parse_parameters(doc.get("parameters"))
-    booleans = has_boolean_literal(body, len(head))
-    data = _input(doc.get("inputs"), tail, manifest, max_samples, booleans)
+    data: F32 | TextRows
+    if manifest.text is None:
+        booleans = has_boolean_literal(body, len(head))
+        data = _input(doc.get("inputs"), tail, manifest, max_samples, booleans)
+    else:
+        data = _text_input(doc.get("inputs"), tail, manifest.text, max_samples, tokens)
     outputs = parse_outputs(doc.get("outputs"), options.binary_output)
     request = InferenceInput(
         manifest.name, manifest.version, data, options.policy, request_id or ""
@@ -74,15 +96,7 @@ def _input(
 ) -> F32:
     """The one input tensor, from JSON `data` or from the binary tail (which it must fill)."""
     spec = manifest.input
-    if not isinstance(raw, list) or len(raw) != 1:
-        raise BadRequest(f"inputs: must be a list holding one tensor named {spec.name!r}")
-    tensor, field = raw[0], "inputs[0]"
-    if not isinstance(tensor, dict):
-        raise BadRequest(f"{field}: must be an object with name, shape, datatype and data")
-    if tensor.get("name") != spec.name:
-        raise BadRequest(
-            f"{field}.name: this model's input is {spec.name!r}, got {show(tensor.get('name'))}"
-        )
+    tensor, field = _one_tensor(raw, spec.name), "inputs[0]"
     shape = check_shape(tensor.get("shape"), spec, f"{field}.shape", max_samples)
     datatype = tensor.get("datatype")
     size = _binary_size(tensor, field)
@@ -91,6 +105,26 @@ def _input(
         if "data" not in tensor:
             raise BadRequest(f"{field}.data: missing; send data or parameters.binary_data_size")
         return from_json(tensor["data"], datatype, shape, field, booleans)
+    _check_binary_size(tensor, tail, size, field)
+    return from_binary(tail[:size], datatype, shape, field)
+
+
+def _one_tensor(raw: object, name: str) -> dict[str, Any]:
+    """inputs[0], the model's one input, by name."""
+    if not isinstance(raw, list) or len(raw) != 1:
+        raise BadRequest(f"inputs: must be a list holding one tensor named {name!r}")
+    tensor, field = raw[0], "inputs[0]"
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"{field}: must be an object with name, shape, datatype and data")
+    if tensor.get("name") != name:
+        raise BadRequest(
+            f"{field}.name: this model's input is {name!r}, got {show(tensor.get('name'))}"
+        )
+    return tensor
+
+
+def _check_binary_size(tensor: dict[str, Any], tail: memoryview, size: int, field: str) -> None:
+    """Binary data declared: no JSON data beside it, and the tail holds exactly that."""
     if "data" in tensor:
         raise BadRequest(f"{field}: send either data or parameters.binary_data_size, not both")
     if size > len(tail):
@@ -99,7 +133,30 @@ def _input(
             f"{len(tail)} follow the JSON header (see {HEADER_LENGTH})"
         )
     _no_stray_bytes(tail, size)
-    return from_binary(tail[:size], datatype, shape, field)
+
+
+def _text_input(
+    raw: object, tail: memoryview, spec: TextInput, max_samples: int, tokens: Tokens | None
+) -> TextRows:
+    """The texts, from JSON strings or length-prefixed binary elements, tokenised."""
+    if tokens is None:
+        raise ValueError("a text model's request needs its version's tokeniser")
+    tensor = _one_tensor(raw, spec.input_name)
+    field = "inputs[0]"
+    count = check_text_shape(tensor.get("shape"), spec, f"{field}.shape", max_samples)
+    check_text_datatype(tensor.get("datatype"), field)
+    size = _binary_size(tensor, field)
+    texts: Texts
+    if size is None:
+        _no_stray_bytes(tail, 0)
+        texts = texts_from_json(tensor.get("data"), count, field)
+    else:
+        _check_binary_size(tensor, tail, size, field)
+        texts = texts_from_binary(tail[:size], count, field)
+    try:
+        return tokens.encode(texts)
+    except TextInputError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _binary_size(tensor: dict[str, Any], field: str) -> int | None:

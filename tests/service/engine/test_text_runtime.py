@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from models.manifest import load_manifest
-from models.paths import bundled_text_repository
+from models.paths import bundled_repository
 from models.textchain import text_probabilities
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -26,13 +26,20 @@ SENTENCES = [
     "waiting room with nothing but old magazines for company.",
     "Not bad at all, though the ending drags on a little too long for its own good.",
     "Brilliant!",
+    # snippets from the Rotten Tomatoes corpus that leave at exits 1, 2 and 3
+    "A three-hour cinema master class.",
+    "More impressionistic than analytical, A Grin Without a Cat is a grand immersion.",
+    "Another in-your-face wallow in the lower depths made by people who have never sung those "
+    "blues.",
+    "Alarms for Duvall's throbbing sincerity and his elderly propensity for patting people "
+    "while he talks.",
     "An utterly forgettable sequel that nobody asked for.",
 ]
 
 
 @pytest.fixture(scope="module")
 def version_dir() -> Path:
-    return bundled_text_repository() / "sentiment" / "1"
+    return bundled_repository() / "sentiment" / "1"
 
 
 @pytest.fixture(scope="module")
