@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,10 +80,20 @@ class Workload:
 
 @dataclass
 class Climb:
-    """One server's ladder: a point per rate run, the batches at the common rate."""
+    """One server's ladder: a point per rate run, and what the server batched at each."""
 
+    hist_rate: float
     points: list[Json] = field(default_factory=list)
-    batches: Batches | None = None
+    by_rate: dict[float, Batches] = field(default_factory=dict)
+
+    @property
+    def batches(self) -> Batches | None:
+        """At the rate every mode is compared at."""
+        return self.by_rate.get(self.hist_rate)
+
+    def at_limit(self) -> Batches | None:
+        """At the highest rate that held the bound."""
+        return self.by_rate.get(self.limit()["rate"])
 
     def limit(self) -> Json:
         """The highest rate that held the bound (and every rate below it); zeros if none."""
@@ -173,17 +183,16 @@ def mode_step(w: Workload, mode: str, ladder: Ladder, sink: list[Climb]) -> Step
 
 
 def climb(srv: LiveServer, model: str, reqs: Sequence[EncodedRequest], ladder: Ladder) -> Climb:
-    """Rate after rate until one breaks the bound, always as far as the common rate, whose
-    batches are taken from the scrapes around its run."""
-    url, got = url_of(srv, model), Climb()
+    """Rate after rate until one breaks the bound, always as far as the common rate; each
+    rate's batches from the scrapes around its run."""
+    url, got = url_of(srv, model), Climb(ladder.hist_rate)
     settled(srv.metrics_url, model)  # the warm-up's last answers are not this climb's
     for rate in ladder.rates:
         before = scrape(srv.metrics_url, model)
         rep = poisson(reqs, rate, ladder.seconds)(url)
         after = scrape(srv.metrics_url, model)
         got.points.append(point(rate, rep, ladder.bound_ms))
-        if rate == ladder.hist_rate:
-            got.batches = between(before, after)
+        got.by_rate[rate] = between(before, after)
         if not got.points[-1]["held"] and rate >= ladder.hist_rate:
             break
     return got
@@ -226,17 +235,24 @@ def fold_workload(name: str, model: str, params: Params, climbs: dict[str, list[
 def fold_mode(climbs: Sequence[Climb]) -> Json:
     """One mode's rounds: the limit's spread, the per-sample counts, pooled histograms."""
     limits = [c.limit() for c in climbs]
-    measured = [c.batches for c in climbs if c.batches is not None and c.batches.samples]
+    measured = _measured(c.batches for c in climbs)
+    limit = _measured(c.at_limit() for c in climbs)
     return {
         "max_rate": spread([lim["rate"] for lim in limits]),
         "samples_per_s": spread([lim["samples_per_s"] for lim in limits]),
         "p99_ms": spread([lim["p99_ms"] for lim in limits if lim["p99_ms"] is not None]),
         "rows_per_sample": spread([b.rows_per_sample() for b in measured]),
         "runs_per_sample": spread([b.runs_per_sample() for b in measured]),
+        "limit_runs_per_sample": spread([b.runs_per_sample() for b in limit]),
+        "limit_mean_batch": [s["mean_batch"] for s in pooled(limit)["stages"]],
         **pooled(measured),
         "past_first_pct": past_first_pct(measured),
         "ladders": [c.points for c in climbs],
     }
+
+
+def _measured(batches: Iterable[Batches | None]) -> list[Batches]:
+    return [b for b in batches if b is not None and b.samples]
 
 
 @click.command()
@@ -259,7 +275,7 @@ def main(
     """The deep-exit scenario alone: prints its section and writes its json."""
     if quick:
         n_rounds, seconds, samples = int(QUICK["rounds"]), QUICK["seconds"], int(QUICK["samples"])
-    rates = (100.0, 200.0, 400.0, 800.0) if quick else RATES
+    rates = (50.0, 100.0, 200.0, 400.0) if quick else RATES
     ladder = Ladder(rates, bound_ms, 100.0 if quick else HIST_RATE, max(1.0, seconds / 2))
     run = {"seconds": seconds, "rounds": n_rounds, "samples": samples}
     res = Results(run=run, machine=facts())
