@@ -56,7 +56,8 @@ def _method(deep: Json) -> list[str]:
         "(difference of two scrapes, all rounds pooled). *Rows per sample*: segments an "
         "answered sample went through (its depth); *runs per sample*: segment runs "
         "(batches) per answered sample, equal to the depth when nothing is batched; *at the "
-        "limit*: the same scrapes around each round's highest rate that held."
+        "limit*: the same scrapes around each round's highest rate that held; ≥: a round "
+        "held the top rate offered, so the ladder, not the server, set the figure."
     ]
 
 
@@ -74,12 +75,20 @@ def _workload(deep: Json, w: Json) -> list[str]:
         m = modes[mode]
         ratio = _fmt(m.get("stage_over_this"), ".2f") if mode != "stage" else "—"
         lines.append(
-            f"| {MODE_NAMES.get(mode, mode)} | {_fmt(m['max_rate'])} | {_fmt(m['samples_per_s'])} "
+            f"| {MODE_NAMES.get(mode, mode)} | {_capped(deep, m)}{_fmt(m['max_rate'])} "
+            f"| {_fmt(m['samples_per_s'])} "
             f"| {_fmt(m['p99_ms'], '.1f')} | {_fmt(m['rows_per_sample'], '.2f')} "
             f"| {_fmt(m['runs_per_sample'], '.2f')} | {_fmt(m['limit_runs_per_sample'], '.2f')} "
             f"| {' / '.join(_fmt(b, '.2f') for b in m['limit_mean_batch']) or 'n/a'} | {ratio} |"
         )
     return [*lines, "", *_histograms(deep, w), ""]
+
+
+def _capped(deep: Json, m: Json) -> str:
+    """`≥ ` when a round held the top rate offered: the ladder, not the server, ended it."""
+    top = max(deep["rates"], default=None)
+    rate = m.get("max_rate")
+    return "≥ " if rate is not None and top is not None and rate["max"] >= top else ""
 
 
 def _histograms(deep: Json, w: Json) -> list[str]:

@@ -133,6 +133,8 @@ def test_the_words_follow_every_rounds_ratio(deep_doc) -> None:
     )
     assert "about as much as no batching (1.05 (0.90–1.10)×)" in text
     modes["none"]["stage_over_this"] = {"median": 0.8, "min": 0.7, "max": 0.9, "rounds": []}
+    modes["stage"]["max_rate"] = {"median": 40.0, "min": 40.0, "max": 40.0, "rounds": [40.0]}
+    assert "| stage batching | ≥ 40 |" in "\n".join(deep_section(doc))  # the ladder's top
     assert "and less than no batching" in "\n".join(deep_section(doc))
     modes["none"]["stage_over_this"] = {"median": 0.97, "min": 0.96, "max": 0.98, "rounds": []}
     assert "and about as much as no batching" in "\n".join(deep_section(doc))  # drift only
