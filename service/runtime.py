@@ -24,7 +24,7 @@ from models.manifest import Manifest, Segment
 from service.ort_graphs import ELEM_TYPES, concat_model, gather_model
 from service.sessions import Placement, ProviderError, choose_placement, create_session
 from service.settings import Settings
-from service.text import TextRows, Tokens, concat_rows
+from service.text import TextRows, Tokens, concat_rows, length_groups
 from service.verification import VersionMismatch, check_output, check_signatures, warm_up_input
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,21 @@ class ModelRuntime:
         return SegmentOutput(probs=probs, hidden=None if len(outs) == 1 else outs[0])
 
     def _run_text(self, k: int, seg: Segment, x: TextRows) -> SegmentOutput:
+        """A text batch, split by length first where padding would waste compute; the
+        outputs come back in the batch's row order."""
+        groups = length_groups(x)
+        if groups is None:
+            return self._run_text_once(k, seg, x)
+        parts = [self._run_text(k, seg, x.take(rows)) for rows in groups]
+        order = np.concatenate(groups)
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        probs = np.concatenate([p.probs for p in parts])[back]
+        hiddens = [p.hidden for p in parts if isinstance(p.hidden, TextRows)]
+        hidden = concat_rows(hiddens).take(back) if hiddens else None
+        return SegmentOutput(probs, hidden)
+
+    def _run_text_once(self, k: int, seg: Segment, x: TextRows) -> SegmentOutput:
         """Ids (segment 0) or hidden states, with the mask every segment takes."""
         assert seg.mask_input is not None  # verified at load for every text model
         names = [seg.probs_output]

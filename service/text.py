@@ -23,6 +23,8 @@ from models.tokenize import TextEncoder
 
 IntArray = npt.NDArray[np.int64]
 BYTES_PER_TOKEN = 256  # a text longer than max_length * this is refused, not tokenised
+GROUP_MIN_ROWS = 8  # a smaller batch is run as it is: another run costs more than padding
+GROUP_WASTE = 1.25  # positions run / real tokens above which a batch is split by length
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,22 @@ def concat_rows(parts: Sequence[TextRows]) -> TextRows:
     data = [_pad(p.data, width) for p in parts]
     mask = [_pad(p.mask, width) for p in parts]
     return TextRows(np.concatenate(data), np.concatenate(mask))
+
+
+def length_groups(x: TextRows) -> list[IntArray] | None:
+    """Two row groups, shorter texts first, when padding to the longest would cost more
+    than GROUP_WASTE times the real tokens; None when the batch should run as one.
+
+    Each group is then trimmed to its own longest text (`take`), and a group may be split
+    again: a batch of mixed lengths costs about what its texts do, not rows × longest."""
+    if len(x) < GROUP_MIN_ROWS:
+        return None
+    lengths = x.mask.sum(axis=1)
+    if len(x) * x.width <= GROUP_WASTE * float(lengths.sum()):
+        return None
+    order = np.argsort(lengths, kind="stable")
+    half = len(order) // 2
+    return [order[:half], order[half:]]
 
 
 def _pad(x: npt.NDArray[Any], width: int) -> npt.NDArray[Any]:

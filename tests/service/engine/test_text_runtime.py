@@ -17,7 +17,7 @@ from models.paths import bundled_repository
 from models.textchain import text_probabilities
 from service.runtime import ModelRuntime
 from service.settings import Settings
-from service.text import TextInputError, TextRows
+from service.text import TextInputError, TextRows, length_groups
 
 SENTENCES = [
     "A gorgeous, witty, seductive movie.",
@@ -58,6 +58,7 @@ def test_each_stage_matches_the_reference_with_mixed_widths(
     x = runtime.concat([runtime.tokens.encode(SENTENCES[:2]), runtime.tokens.encode(SENTENCES[2:])])
     assert isinstance(x, TextRows)
     assert x.width == runtime.tokens.encode(SENTENCES).width
+    assert length_groups(x) is not None  # mixed lengths: the stage splits the batch by length
     rows = np.arange(len(SENTENCES))
     for k in range(runtime.num_segments):
         out = runtime.run(k, x)
