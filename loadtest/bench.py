@@ -21,20 +21,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from loadtest import benchcpu, benchfidelity, gpubench
+from loadtest import benchcpu, gpubench
 from loadtest.benchdoc import document, write_doc
 from loadtest.benchsteps import Load
 from loadtest.benchtext import plot
 from loadtest.doccheck import stray_numbers
 from loadtest.fidelitydoc import fidelity_plot
-from loadtest.figures import Json, Results, finite, row_json, targets, to_json
+from loadtest.figures import Json, Results, to_json
 from loadtest.machine import facts
 from loadtest.peers.runner import PEERS, check_installed
+from loadtest.sections import SECTIONS, Options, run_sections, splice
 from loadtest.wrk import wrk_path
 from models.data import load_mnist
 from models.paths import bundled_repository
 
-QUICK = {"seconds": 1.0, "rounds": 1, "samples": 512, "phase_samples": 2000}
+QUICK = {"seconds": 1.0, "rounds": 1, "samples": 512, "phase_samples": 2000, "sentences": 300}
 QUICK_OUT = Path("build/bench-quick/benchmarks.md")
 
 
@@ -60,9 +61,15 @@ QUICK_OUT = Path("build/bench-quick/benchmarks.md")
 @click.option(
     "--phase-samples", default=6000, show_default=True, help="fidelity: samples per drift phase"
 )
+@click.option(
+    "--sentences", type=int, default=None, help="text: test sentences used (default: all)"
+)
 @click.option("--gpu-only", is_flag=True, help="run only the GPU section and splice it in")
 @click.option(
-    "--fidelity-only", is_flag=True, help="run only the fidelity section and splice it in"
+    "--only",
+    multiple=True,
+    type=click.Choice(list(SECTIONS)),
+    help="run only this section (repeatable) and splice it into the existing json",
 )
 @click.option(
     "--render-only", is_flag=True, help="measure nothing: rewrite the markdown from its json"
@@ -77,8 +84,9 @@ def main(
     quick: bool,
     peers: tuple[str, ...],
     phase_samples: int,
+    sentences: int | None,
     gpu_only: bool,
-    fidelity_only: bool,
+    only: tuple[str, ...],
     render_only: bool,
 ) -> None:
     """Run every comparison and rewrite the benchmarks document and its json."""
@@ -90,13 +98,15 @@ def main(
         check_installed(PEERS[name])
     if quick:
         seconds, rounds, samples = QUICK["seconds"], int(QUICK["rounds"]), int(QUICK["samples"])
-        phase_samples = int(QUICK["phase_samples"])
+        phase_samples, sentences = int(QUICK["phase_samples"]), int(QUICK["sentences"])
     out = out or (QUICK_OUT if quick else Path("docs/benchmarks.md"))
     repo = repository or bundled_repository()
     test = load_mnist("t10k")
     x, y = test.x[:samples], test.y[:samples]
     flags = f"--seconds {seconds:g} --rounds {rounds} --samples {samples}"
     flags += f" --phase-samples {phase_samples}"
+    flags += f" --sentences {sentences}" if sentences else ""
+    options = Options(phase_samples, sentences)
     flags += "".join(f" --peers {p}" for p in peers)
     run = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -113,15 +123,12 @@ def main(
             gpubench.write_gpu_only(out, gpubench.measure(repo, model, load, run, command))
             click.echo(f"wrote the GPU section of {out}")
             return
-        if fidelity_only:
-            command = f"python -m loadtest.bench --fidelity-only {flags}"
-            splice_fidelity(
-                out,
-                Results(run={**run, "command": command}, machine=facts()),
-                repo,
-                load,
-                phase_samples,
-            )
+        if only:
+            command = f"python -m loadtest.bench {''.join(f'--only {n} ' for n in only)}{flags}"
+            res = Results(run={**run, "command": command}, machine=facts())
+            run_sections(res, only, repo, load, options)
+            block, gpu_json = gpubench.resolve(gpubench.Section(None, None), out)
+            render({**splice(out, res, only), "gpu": gpu_json}, out, block)
             return
         command = (
             f"python -m loadtest.bench --quick --out {out}"
@@ -130,7 +137,7 @@ def main(
         )
         res = Results(run={**run, "command": command}, machine=facts())
         roles = benchcpu.run_cpu(res, repo, model, load, peers)
-        benchfidelity.run_fidelity(res, repo, model, load, phase_samples)
+        run_sections(res, tuple(SECTIONS), repo, load, options)
         gpu = gpubench.measure(repo, model, load, run, command)
     finish(res, roles, gpu, out)
 
@@ -143,18 +150,6 @@ def finish(
     block, gpu_json = gpubench.resolve(gpu, out)
     doc = to_json(res, roles, gpu_json)
     render(doc, out, block)
-
-
-def splice_fidelity(out: Path, res: Results, repo: Path, load: Load, phase_samples: int) -> None:
-    """Measure the fidelity section alone and put it into the existing json and markdown."""
-    doc = json.loads(out.with_suffix(".json").read_text())
-    benchfidelity.run_fidelity(res, repo, res.run["model"], load, phase_samples)
-    doc["run"]["fidelity"] = res.run["fidelity"]
-    doc["tables"][benchfidelity.TABLE] = [row_json(r) for r in res.tables[benchfidelity.TABLE]]
-    doc["derived"].update(res.extra)
-    doc["targets"] = targets(doc["derived"])
-    block, gpu_json = gpubench.resolve(gpubench.Section(None, None), out)
-    render(finite({**doc, "gpu": gpu_json}), out, block)
 
 
 def rerender(out: Path) -> None:

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loadtest.benchsentiment import text_section
 from loadtest.benchtext import reading
+from loadtest.deepdoc import deep_section
 from loadtest.fidelitydoc import fidelity_section
 from loadtest.figures import Json, value
 
@@ -199,7 +201,9 @@ def generated(doc: Json, images: list[str]) -> list[str]:
         *section("sweep", sweep_accuracy(doc)),
         *[f"![benchmarks]({i})" for i in images],
         "",
+        *deep_section(doc),
         *fidelity_section(doc, table(tabs.get("fidelity_cost", []))),
+        *text_section(doc, table(tabs.get("text", []))),
         "## What this run's figures say",
         "",
         *reading(doc),

@@ -46,10 +46,6 @@ def run_fidelity(res: Results, repo: Path, model: str, load: Load, phase_samples
         "phase_samples": phase_samples,
         "per_request": 4,
         "concurrency": 16,
-        "rounds": res.run["rounds"],
-        "seconds": res.run["seconds"],
-        "started": res.run.get("started"),
-        "command": res.run.get("command"),
     }
     with ExitStack() as stack:
         static = stack.enter_context(running_server(repo, load.folder, env=STATIC_ENV))

@@ -61,6 +61,23 @@ def encode(
     return EncodedRequest(head + raw, headers, y)
 
 
+def encode_text(
+    texts: list[str], labels: npt.NDArray[np.int64], parameters: dict[str, Any] | None = None
+) -> EncodedRequest:
+    """One v2 request of BYTES texts (binary extension: 4-byte little-endian length, then
+    the UTF-8 bytes, per element), for a text model."""
+    raw = b"".join(len(b).to_bytes(4, "little") + b for b in (t.encode() for t in texts))
+    tensor: dict[str, Any] = {"name": "text", "datatype": "BYTES", "shape": [len(texts)]}
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    outputs = [{"name": n, "parameters": {"binary_data": False}} for n in OUTPUTS]
+    header: dict[str, Any] = {"inputs": [tensor], "outputs": outputs}
+    if parameters:
+        header["parameters"] = parameters
+    head = orjson.dumps(header)
+    headers = {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
+    return EncodedRequest(head + raw, headers, labels)
+
+
 def parse_reply(status: int, body: bytes, latency_s: float) -> Reply:
     """Pull labels and exits out of a JSON v2 response; errors keep only their status."""
     if status != 200:

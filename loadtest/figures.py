@@ -47,6 +47,7 @@ TARGETS = (
         "fidelity_recovery_samples", "fidelity: samples until the savings are back", 5000, False
     ),
     Target("fidelity_shadow_cost_pct_1", "fidelity: shadow cost at saturation (%)", 10, False),
+    Target("text_ee_vs_fd_1", "text: early exit / full depth, one sentence per request", 1.6, True),
 )
 
 
