@@ -67,6 +67,16 @@ class FidelityConfig(BaseModel):
         lt=1.0,
         description="one-sided level of the Wilson bounds behind every decision",
     )
+    raise_confidence: float = Field(
+        0.9999,
+        gt=0.5,
+        lt=1.0,
+        description="one-sided level of the bound that must fall below target before a "
+        "threshold is raised: the check repeats at every step on overlapping evidence, so "
+        "at `confidence` alone clean traffic would trip it now and then (a false raise "
+        "costs savings and a burst of shadows); a real shift clears it within a few dozen "
+        "comparisons",
+    )
     hysteresis: float = Field(
         0.005,
         ge=0.0,
@@ -122,4 +132,6 @@ class FidelityConfig(BaseModel):
     def _ordered(self) -> FidelityConfig:
         if self.min_shadow_fraction > self.max_shadow_fraction:
             raise ValueError("min_shadow_fraction must not exceed max_shadow_fraction")
+        if self.raise_confidence < self.confidence:
+            raise ValueError("raise_confidence must not be below confidence")
         return self

@@ -65,6 +65,7 @@ class FidelityController:
         self.config, self.target = config, target
         self._kind: PolicyKind = base.kind
         self._z = z_value(config.confidence)
+        self._z_raise = z_value(config.raise_confidence)
         early = manifest.num_exits - 1
         grids = [self._grid(base.thresholds[k], len(manifest.labels)) for k in range(early)]
         self._grids = [g for g, _ in grids]
@@ -126,7 +127,8 @@ class FidelityController:
 
     def _curve(self, k: int, now: float) -> Curve:
         seen = self.evidence.recent(k, now)
-        return curve(seen.score, seen.agree, seen.weight, self._grids[k], self._z)
+        grid = self._grids[k]
+        return curve(seen.score, seen.agree, seen.weight, grid, self._z, self._z_raise)
 
     def _bars(self, k: int) -> rules.Bars:
         cfg = self.config

@@ -50,16 +50,17 @@ def decide(curve: Curve, current: int, bars: Bars) -> Move | None:
 
 
 def violated(curve: Curve, index: int, bars: Bars) -> bool:
-    """Clear evidence that the agreement at `index` is below target."""
+    """Clear evidence that the agreement at `index` is below target: the bound at the
+    stricter raise level (`strict_upper`), since this test repeats at every step."""
     if index >= disabled(curve) or curve.n_eff[index] < bars.min_samples:
         return False
-    return bool(curve.upper[index] < bars.target)
+    return bool(curve.strict_upper[index] < bars.target)
 
 
 def _raise(curve: Curve, current: int, bars: Bars) -> Move | None:
     if not violated(curve, current, bars):
         return None
-    upper = curve.upper[current]
+    upper = curve.strict_upper[current]
     best = curve.accepted(bars.target, bars.min_samples)
     if best is None or best <= current:
         why = f"upper bound {upper:.4f} < target {bars.target:.4f} and no threshold certified"

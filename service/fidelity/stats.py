@@ -55,6 +55,7 @@ class Curve:
     lower: FloatArray
     upper: FloatArray
     z: float
+    strict_upper: FloatArray  # the upper bound at the stricter level a raise is held to
 
     def accepted(self, bar: float, min_samples: int) -> int | None:
         """The lowest grid index certified to keep agreement >= `bar`, or None.
@@ -80,9 +81,15 @@ class Curve:
 
 
 def curve(
-    score: FloatArray, agree: BoolArray, weight: FloatArray, grid: FloatArray, z: float
+    score: FloatArray,
+    agree: BoolArray,
+    weight: FloatArray,
+    grid: FloatArray,
+    z: float,
+    z_strict: float | None = None,
 ) -> Curve:
-    """Weighted agreement among comparisons with score >= t, for every t in `grid`."""
+    """Weighted agreement among comparisons with score >= t, for every t in `grid`;
+    `z_strict` (default `z`) sets `strict_upper`, the bound a raise must clear."""
     order = np.argsort(score, kind="stable")
     s, w = score[order], weight[order]
     wa = np.where(agree[order], w, 0.0)
@@ -96,8 +103,10 @@ def curve(
         p = np.where(total > 0, hits / total, np.nan)
         n_eff = np.where(squares > 0, total * total / squares, 0.0)
     count = (len(s) - idx).astype(np.float64)
-    lower, upper = _bounds(p, n_eff, count, _suffix(agree[order].astype(np.float64))[idx], z)
-    return Curve(grid, count, total, hits, n_eff, p, lower, upper, z)
+    raw_hits = _suffix(agree[order].astype(np.float64))[idx]
+    lower, upper = _bounds(p, n_eff, count, raw_hits, z)
+    strict = upper if z_strict is None else _bounds(p, n_eff, count, raw_hits, z_strict)[1]
+    return Curve(grid, count, total, hits, n_eff, p, lower, upper, z, strict)
 
 
 def _bounds(

@@ -150,3 +150,33 @@ def test_one_heavy_disagreement_does_not_switch_an_exit_off() -> None:
     # a real shift still trips it: 20 disagreements among 201 unweighted
     agree[:20] = False
     assert violated(curve(score, agree, weight, np.array([0.5]), Z95), 0, bars)
+
+
+def test_the_raise_level_keeps_clean_traffic_from_tripping_the_repeated_check() -> None:
+    """Measured on the bundled mnist (2026-12-01): exit 0's answers disagree with the last
+    exit on 0.9% of clean test images, the target is 0.9738, and at 2% shadows a step sees
+    about 50 comparisons, several steps a second at saturation. At the 95% level the check
+    trips on about one clean window in a thousand (the benchmark saw an exit switched off
+    on clean data); at the raise level (99.99%) on a few in a million, while a real shift
+    (60% agreement, the noisy phase of the benchmark) still trips it at once."""
+    from service.fidelity.config import FidelityConfig
+    from service.fidelity.rules import Bars, violated
+
+    n, rate, bars = 50, 0.009, Bars(0.9738, 0.005, 30, 10, 0)
+    z_raise = z_value(FidelityConfig().raise_confidence)
+
+    def trips(z_strict: float) -> float:
+        """The exact chance, over Binomial(n, rate) disagreements, that the check trips."""
+        chance = 0.0
+        for k in range(n + 1):
+            agree = np.arange(n) >= k
+            c = curve(np.ones(n), agree, np.full(n, 50.0), np.array([0.5]), Z95, z_strict)
+            if violated(c, 0, bars):
+                chance += math.comb(n, k) * rate**k * (1 - rate) ** (n - k)
+        return chance
+
+    assert trips(Z95) > 1e-3  # the old rule: clean traffic trips it within minutes
+    assert trips(z_raise) < 1e-5
+    shifted = np.arange(30) >= 12  # 60% agree
+    c = curve(np.ones(30), shifted, np.ones(30), np.array([0.5]), Z95, z_raise)
+    assert violated(c, 0, bars)
