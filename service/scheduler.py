@@ -19,14 +19,15 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from service.admission import admit
 from service.batch import Outcome, SegmentRunner, run_batch
-from service.errors import InferenceFailed, NotReady, Overloaded, PayloadTooLarge
+from service.errors import InferenceFailed, NotReady
 from service.jobs import ByteBudget, Claim, Job, Packet
 from service.metrics import Metrics
 from service.policies import ExitPolicy
 from service.runtime import Hidden
 from service.settings import BatchingConfig
-from service.shadows import Watch, crowded, shed
+from service.shadows import Watch, crowded, observe, shed
 from service.stage import Stage
 from service.types import InferenceResult
 
@@ -124,7 +125,9 @@ class Pipeline:
         cost = data.nbytes + len(data) * self.spec.row_bytes
         if self._watch is not None and self._crowded(len(data), cost):
             self._shed()  # shadows go first, before anything could be refused
-        self._admit(len(data), cost)
+        admit(
+            self.stages, self.budget, self.spec.max_queue_samples, self.spec.model, len(data), cost
+        )
         now = time.monotonic()
         spec = self.spec
         watch = self._watch if watched and self._watch is not None and self._watch.on else None
@@ -150,27 +153,6 @@ class Pipeline:
         if self._watch is not None:
             counts = shed(self._watch, self.stages)
             self._metrics.record_shed(self.spec.model, self.spec.version, counts)
-
-    def _admit(self, rows: int, cost: int) -> None:
-        """Refuse new rows while stage 0 or any later stage holds too many, or while the
-        requests in flight hold too many bytes; a request that could never fit is a 413."""
-        limit, model = self.spec.max_queue_samples, self.spec.model
-        first, later = self.stages[0], self.stages[1:]
-        if first.rows + rows > limit or any(s.rows > limit for s in later):
-            queued = sum(s.rows for s in self.stages)
-            raise Overloaded(
-                f"model '{model}' is overloaded ({queued} samples queued); retry later"
-            )
-        if cost > self.budget.limit:
-            raise PayloadTooLarge(
-                f"inputs[0]: {rows} samples of model '{model}' need {cost} bytes in flight, "
-                f"more than max_inflight_bytes ({self.budget.limit}); send fewer per request"
-            )
-        if not self.budget.fits(cost):
-            raise Overloaded(
-                f"the server is overloaded ({self.budget.used} of {self.budget.limit} bytes in "
-                f"flight, max_inflight_bytes); retry later"
-            )
 
     def _forget(self, job: Job, cost: int) -> None:
         job.dead = True  # a cancelled or timed-out request's rows are skipped from now on
@@ -248,7 +230,9 @@ class Pipeline:
         watch = self._watch
         busy = outcome.shadows is not None or outcome.evidence is not None
         if watch is not None and (watch.on or busy):  # nothing to do while it is off
-            self._observe(k, outcome, watch)
+            observe(
+                watch, self.stages, self._metrics, (self.spec.model, self.spec.version), k, outcome
+            )
         if not outcome.jobs:
             return None
         spec = self.spec
@@ -275,21 +259,6 @@ class Pipeline:
             return outcome.forward
         self.stages[k + 1].put(outcome.forward)
         return None
-
-    def _observe(self, k: int, outcome: Outcome, watch: Watch) -> None:
-        """Fidelity control's share of a batch, on the loop: queue its shadows, count its
-        answers on the controller's sample clock, record its evidence, wake a due step."""
-        spec, now = self.spec, time.monotonic()
-        shadows = outcome.shadows
-        if shadows is not None:
-            self.stages[k + 1].put_shadow(shadows)
-        self._metrics.record_shadows(spec.model, spec.version, k, outcome.shadowed, outcome.shed)
-        watch.fid.evidence.count(sum(count for _, count, _ in outcome.answered))
-        if outcome.evidence is not None:
-            counts = watch.record(outcome.evidence, now)
-            self._metrics.record_agreement(spec.model, spec.version, counts)
-        if watch.fid.due(now):
-            watch.wake()
 
     def _fail(self, k: int, claims: list[Claim], exc: Exception) -> None:
         """Every request with rows in the failed batch gets one clean 500."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +24,10 @@ from service.jobs import ByteBudget, ShadowJob
 from service.policies import ExitPolicy, ProbArray
 from service.stage import Stage
 from service.trail import IntArray, Trail
+
+if TYPE_CHECKING:  # batch imports this module: the types only
+    from service.batch import Outcome
+    from service.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -129,3 +135,24 @@ def shed(watch: Watch, stages: Sequence[Stage]) -> list[int]:
                 answered = packet.trail.answered[packet.start :]
                 counts += np.bincount(answered[answered < watch.early], minlength=watch.early)
     return [int(c) for c in counts]
+
+
+def observe(
+    watch: Watch,
+    stages: Sequence[Stage],
+    metrics: Metrics,
+    version: tuple[str, str],
+    k: int,
+    outcome: Outcome,
+) -> None:
+    """Fidelity control's share of a batch, on the loop: queue its shadows, count its
+    answers on the controller's sample clock, record its evidence, wake a due step."""
+    now = time.monotonic()
+    if outcome.shadows is not None:
+        stages[k + 1].put_shadow(outcome.shadows)
+    metrics.record_shadows(*version, k, outcome.shadowed, outcome.shed)
+    watch.fid.evidence.count(sum(count for _, count, _ in outcome.answered))
+    if outcome.evidence is not None:
+        metrics.record_agreement(*version, watch.record(outcome.evidence, now))
+    if watch.fid.due(now):
+        watch.wake()
