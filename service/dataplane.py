@@ -14,9 +14,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from models.manifest import Manifest
 from service import introspection
 from service.errors import (
@@ -28,16 +25,15 @@ from service.errors import (
     RequestTimeout,
 )
 from service.governor import Governor
+from service.inputs import check_input
 from service.metrics import Metrics
 from service.registry import Loaded, ModelRegistry
 from service.scheduler import BatchTrace
 from service.sessions import choose_placement
 from service.settings import Settings
-from service.text import TextRows
 from service.types import InferenceInput, InferenceResult
 
 log = logging.getLogger(__name__)
-NP_DTYPES = {"FP32": np.float32, "FP16": np.float16}
 
 
 class DataPlane:
@@ -258,38 +254,6 @@ class DataPlane:
             self._last_inference[key] = int(time.time() * 1000)
             code = 200
         self.metrics.record_inference(*key, code, seconds)
-
-
-def check_input(
-    manifest: Manifest, data: npt.NDArray[Any] | TextRows, max_rows: int
-) -> npt.NDArray[Any] | TextRows:
-    """The request's tensor as the model's input dtype; BadRequest names what is wrong."""
-    if isinstance(data, TextRows) or manifest.text is not None:
-        return _check_texts(manifest, data, max_rows)
-    expected = [-1, *manifest.input.shape]
-    shape = list(data.shape)
-    if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
-        raise BadRequest(f"inputs[0].shape must be {expected} (at least one sample), got {shape}")
-    if shape[0] > max_rows:
-        raise BadRequest(f"inputs[0] holds {shape[0]} samples; at most {max_rows} per request")
-    if data.dtype.kind not in "fiu":
-        raise BadRequest(f"inputs[0] must be numeric, got {data.dtype}")
-    data = np.ascontiguousarray(data, dtype=NP_DTYPES[manifest.input.datatype])
-    # The one finiteness check, for every transport; after the cast, so a value beyond
-    # the input type's range (inf once cast) is caught too.
-    if not np.isfinite(data).all():
-        raise BadRequest(f"inputs[0] contains NaN or infinity (or a value beyond {data.dtype})")
-    return data
-
-
-def _check_texts(manifest: Manifest, data: object, max_rows: int) -> TextRows:
-    """Tokenised texts for a text model (the protocol layer tokenised them), only for one."""
-    if manifest.text is None or not isinstance(data, TextRows):
-        want = "texts (BYTES)" if manifest.text is not None else "a numeric tensor"
-        raise BadRequest(f"inputs[0]: model '{manifest.name}' takes {want}")
-    if not 1 <= len(data) <= max_rows:
-        raise BadRequest(f"inputs[0] holds {len(data)} samples; 1 to {max_rows} per request")
-    return data
 
 
 def _expire(future: asyncio.Future[InferenceResult], timeout: float) -> None:

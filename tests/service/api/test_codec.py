@@ -221,7 +221,7 @@ def test_json_longer_than_any_valid_request_is_refused_before_parsing() -> None:
 
 
 def test_non_finite_values_are_left_to_the_data_plane() -> None:
-    """Checked once, in dataplane.check_input, for every transport (not again here)."""
+    """Checked once, in inputs.check_input, for every transport (not again here)."""
     body, length = _binary(np.full((1, 1, 4, 4), np.nan, np.float32))
     assert np.isnan(decode_infer(body, length, MANIFEST, 8).request.data).all()
 
