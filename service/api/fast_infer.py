@@ -33,11 +33,11 @@ class FastInfer:
         self.route = _route_named(router, "infer")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _PATH.match(scope["path"]) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "POST" or not _valid(*match.groups()):
+        match = fast_path(scope)
+        if match is None:
             await self.app(scope, receive, send)
             return
-        name, version = match.groups()
+        name, version = match
         scope["app"], scope["route"] = self.api, self.route  # as the router would set them
         scope["path_params"] = {
             "model_name": name,
@@ -51,6 +51,15 @@ class FastInfer:
             # (a timed-out future still queued) and its traceback's frames hold the body.
             exc.__traceback__ = None
         await response(scope, receive, send)
+
+
+def fast_path(scope: Scope) -> tuple[str, str | None] | None:
+    """(model, version) when this lane takes the request, else None."""
+    match = _PATH.match(scope["path"]) if scope["type"] == "http" else None
+    if match is None or scope["method"] != "POST" or not _valid(*match.groups()):
+        return None
+    name, version = match.groups()
+    return name, version
 
 
 def _valid(name: str, version: str | None) -> bool:
