@@ -1,11 +1,13 @@
-"""The v2 infer hot path, taken before FastAPI's router.
+"""The v2 infer hot path, taken before FastAPI's router and its own middleware.
 
 Profiled at one sample per request, FastAPI's routing, dependency and response layers
 cost about twice the CPU of the infer handler itself, more than the model's early exit
-does. This middleware matches the two v2 infer paths with one regex and calls the same
-`serve_infer` core as the documented routes, so limits, errors and disconnect handling
-stay one code path; the routes remain for the OpenAPI document and for any request this
-lane does not take (a name or version the patterns refuse gets FastAPI's 400).
+does. `fast_path` matches the two v2 infer paths with one regex; `ExitServeApp`
+(service/app.py) sends those requests through the app's metrics and error layers to this
+lane, which calls the same `serve_infer` core as the documented routes, so limits, errors
+and disconnect handling stay one code path. The routes remain for the OpenAPI document
+and for any request this lane does not take (a name or version the patterns refuse gets
+FastAPI's 400).
 """
 
 from __future__ import annotations
