@@ -31,6 +31,7 @@ from loadtest.figures import Results, Row
 from loadtest.server import LiveServer, running_server
 
 CPU_ENV = {"EXITSERVE_DEVICE": "cpu"}  # the CPU provider, GPU host or not
+STATIC_ENV = {**CPU_ENV, "EXITSERVE_FIDELITY": '{"enabled": false}'}  # calibrated thresholds
 SWEEP = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
 SCHEDULING = ("stage", "naive", "none")
 SINGLE_CLIENTS, BATCH_CLIENTS, INPROC_BATCH = 32, 4, 32

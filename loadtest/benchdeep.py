@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from loadtest.batchscrape import Batches, between, past_first_pct, pooled, scrape, settled
-from loadtest.benchcpu import CPU_ENV, SCHEDULING
+from loadtest.benchcpu import SCHEDULING, STATIC_ENV
 from loadtest.benchsteps import Load, Params, Step, poisson, rounds, url_of, warm
 from loadtest.client import EncodedRequest
 from loadtest.deepdoc import deep_section
@@ -45,7 +45,6 @@ STRICT_THRESHOLD = 0.9999  # on mnist: most samples pass the first exit (sweep i
 P99_BOUND_MS = 50.0
 RATES = (50.0, 100.0, 150.0, 200.0, 300.0, 400.0, 600.0, 800.0, 1200.0, 1600.0)
 HIST_RATE = 150.0  # requests/s at which every mode's batches are compared
-STATIC_ENV = {**CPU_ENV, "EXITSERVE_FIDELITY": '{"enabled": false}'}
 QUICK = {"seconds": 1.0, "rounds": 1, "samples": 512}
 QUICK_OUT = Path("build/bench-deep-quick/deep.json")
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from loadtest.benchsentiment import text_section
 from loadtest.benchtext import reading
 from loadtest.deepdoc import deep_section
 from loadtest.fidelitydoc import fidelity_section
-from loadtest.figures import Json, value
+from loadtest.figures import Json, fmt, value
 
 GEN_BEGIN, GEN_END = "<!-- generated:begin -->", "<!-- generated:end -->"
 NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"
@@ -29,18 +28,6 @@ TABLE_TITLES = {
     "sweep": "Threshold sweep (confidence threshold on every exit)",
     "peers": "Against what a user would run instead (optional peers, full depth)",
 }
-
-
-def fmt(fig: Any, spec: str = ".0f", unit: str = "") -> str:
-    """A spread as `median (min–max)`, a number as itself, a missing figure as n/a."""
-    if fig is None:
-        return "n/a"
-    if isinstance(fig, dict) and fig["min"] == fig["max"]:
-        return f"{fig['median']:{spec}}{unit}"
-    if isinstance(fig, dict):
-        lo, hi = format(fig["min"], spec), format(fig["max"], spec)
-        return f"{fig['median']:{spec}}{unit} ({lo}–{hi})"
-    return f"{fig:{spec}}{unit}"
 
 
 def table(rows: list[Json]) -> list[str]:

@@ -20,6 +20,7 @@ import click
 import numpy as np
 import numpy.typing as npt
 
+from loadtest.benchcpu import CPU_ENV, STATIC_ENV
 from loadtest.benchsteps import Load, Step, rounds, url_of, warm, wrk_step
 from loadtest.drift import DriftStream, Phase, drift_stream
 from loadtest.drift_replay import LEVEL, ROLLING, TAIL, first_reaching
@@ -29,8 +30,6 @@ from loadtest.server import LiveServer, running_server
 from loadtest.wrk import Bodies, run_wrk
 from models.manifest import load_manifest
 
-CPU_ENV = {"EXITSERVE_DEVICE": "cpu"}
-STATIC_ENV = {**CPU_ENV, "EXITSERVE_FIDELITY": '{"enabled": false}'}
 TABLE = "fidelity_cost"
 OFF, ON = "fidelity off (static thresholds)", "fidelity on (controller)"
 COST = ((1, 32), (32, 4))  # (samples per request, wrk connections)

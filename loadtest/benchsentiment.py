@@ -14,9 +14,10 @@ import click
 import numpy as np
 import numpy.typing as npt
 
+from loadtest.benchcpu import CPU_ENV, FD
 from loadtest.benchsteps import Step, labels_of, rounds, url_of, warm, wrk_step
 from loadtest.client import EncodedRequest, encode_text
-from loadtest.figures import Json, Results, per_round, value
+from loadtest.figures import Json, Results, fmt, per_round, value
 from loadtest.server import LiveServer, running_server
 from loadtest.wrk import write_bodies
 from models.data import TextDataset
@@ -26,9 +27,7 @@ from models.textchain import encoder_for
 
 MODEL = "sentiment"
 TABLE = "text"
-CPU_ENV = {"EXITSERVE_DEVICE": "cpu"}
 CONNECTIONS = 32
-FD = {"full_depth": True}
 MODES = (("early exit", None), ("full depth", FD))
 RATIO = "text_ee_vs_fd_1"  # a target in loadtest.figures
 
@@ -133,14 +132,10 @@ def text_section(doc: Json, table: list[str]) -> list[str]:
         *table,
         "",
         f"- Early exit / full depth throughput, all lengths: "
-        f"{_fmt(value(ratio), '.2f')}× (per round: "
+        f"{fmt(value(ratio), '.2f')}× (per round: "
         f"{', '.join(f'{r:.2f}' for r in (ratio or {}).get('rounds', []))}).",
         f"- On the same sentences: early exit {acc['early_exit_pct']:.2f}% accurate, full "
         f"depth {acc['full_depth_pct']:.2f}%; the answers agree on "
         f"{acc['agreement_pct']:.2f}% of them.",
         "",
     ]
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)

@@ -7,27 +7,13 @@ values here, so a re-run with different figures never leaves stale words behind.
 
 from __future__ import annotations
 
-from typing import Any
-
-from loadtest.figures import Json
+from loadtest.figures import Json, fmt
 
 TITLE = "## Where stage batching matters (deep exits)"
 MODE_NAMES = {"stage": "stage batching", "naive": "naive early exit", "none": "no batching"}
 # A ratio whose every round lies within this of 1 reads "about as much": one shared machine's
 # round-to-round drift, not a difference between the modes.
 DRIFT = 0.05
-
-
-def _fmt(fig: Any, spec: str = ".0f") -> str:
-    """A spread as `median (min–max)`, a number as itself, a missing figure as n/a."""
-    if fig is None:
-        return "n/a"
-    if isinstance(fig, dict):
-        if fig["min"] == fig["max"]:
-            return format(fig["median"], spec)
-        lo, hi = format(fig["min"], spec), format(fig["max"], spec)
-        return f"{fig['median']:{spec}} ({lo}–{hi})"
-    return format(fig, spec)
 
 
 def deep_section(doc: Json) -> list[str]:
@@ -73,13 +59,13 @@ def _workload(deep: Json, w: Json) -> list[str]:
     ]
     for mode in deep["modes"]:
         m = modes[mode]
-        ratio = _fmt(m.get("stage_over_this"), ".2f") if mode != "stage" else "—"
+        ratio = fmt(m.get("stage_over_this"), ".2f") if mode != "stage" else "—"
         lines.append(
-            f"| {MODE_NAMES.get(mode, mode)} | {_capped(deep, m)}{_fmt(m['max_rate'])} "
-            f"| {_fmt(m['samples_per_s'])} "
-            f"| {_fmt(m['p99_ms'], '.1f')} | {_fmt(m['rows_per_sample'], '.2f')} "
-            f"| {_fmt(m['runs_per_sample'], '.2f')} | {_fmt(m['limit_runs_per_sample'], '.2f')} "
-            f"| {' / '.join(_fmt(b, '.2f') for b in m['limit_mean_batch']) or 'n/a'} | {ratio} |"
+            f"| {MODE_NAMES.get(mode, mode)} | {_capped(deep, m)}{fmt(m['max_rate'])} "
+            f"| {fmt(m['samples_per_s'])} "
+            f"| {fmt(m['p99_ms'], '.1f')} | {fmt(m['rows_per_sample'], '.2f')} "
+            f"| {fmt(m['runs_per_sample'], '.2f')} | {fmt(m['limit_runs_per_sample'], '.2f')} "
+            f"| {' / '.join(fmt(b, '.2f') for b in m['limit_mean_batch']) or 'n/a'} | {ratio} |"
         )
     return [*lines, "", *_histograms(deep, w), ""]
 
@@ -107,10 +93,10 @@ def _histograms(deep: Json, w: Json) -> list[str]:
     ]
     for mode, m in modes:
         for s in m["stages"]:
-            shares = " | ".join(_fmt(p, ".1f") for p in s["run_pct"][:last])
+            shares = " | ".join(fmt(p, ".1f") for p in s["run_pct"][:last])
             lines.append(
-                f"| {MODE_NAMES.get(mode, mode)} | {s['stage']} | {_fmt(s['runs'])} "
-                f"| {_fmt(s['mean_batch'], '.2f')} | {shares} |"
+                f"| {MODE_NAMES.get(mode, mode)} | {s['stage']} | {fmt(s['runs'])} "
+                f"| {fmt(s['mean_batch'], '.2f')} | {shares} |"
             )
     return lines
 
@@ -133,7 +119,7 @@ def _verdict(deep: Json, w: Json) -> list[str]:
     for mode in deep["modes"]:
         ratio = w["modes"][mode].get("stage_over_this")
         if mode != "stage" and ratio is not None:
-            parts.append(f"{_compare(ratio)} {MODE_NAMES.get(mode, mode)} ({_fmt(ratio, '.2f')}×)")
+            parts.append(f"{_compare(ratio)} {MODE_NAMES.get(mode, mode)} ({fmt(ratio, '.2f')}×)")
     if parts:
         out.append(
             f"Within the p99 bound stage batching answered {' and '.join(parts)} in samples/s "

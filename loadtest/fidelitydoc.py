@@ -9,16 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadtest.figures import Json, value
+from loadtest.figures import Json, fmt, value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 PLOT = "fidelity-drift.png"
-
-
-def _num(x: float | None, spec: str = ".0f") -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 def phase_table(f: Json) -> list[str]:
@@ -35,10 +31,10 @@ def phase_table(f: Json) -> list[str]:
         early = f"{s['early_share_pct']:.1f} / {c['early_share_pct']:.1f}"
         lines.append(
             f"| {s['name']} | {agree} | {early} "
-            f"| {_num(s['compute'], '.3f')} / {_num(c['compute'], '.3f')} "
-            f"| {_num(s['samples_per_s'])} / {_num(c['samples_per_s'])} "
-            f"| {_num(c['shadow_samples'])} / {_num(c['shadow_shed'])} "
-            f"| {_num(c['shadow_compute_pct'], '.1f')} | {_num(c['reaction_samples'])} |"
+            f"| {fmt(s['compute'], '.3f')} / {fmt(c['compute'], '.3f')} "
+            f"| {fmt(s['samples_per_s'])} / {fmt(c['samples_per_s'])} "
+            f"| {fmt(c['shadow_samples'])} / {fmt(c['shadow_shed'])} "
+            f"| {fmt(c['shadow_compute_pct'], '.1f')} | {fmt(c['reaction_samples'])} |"
         )
     return lines
 
@@ -77,8 +73,8 @@ def reading(doc: Json) -> list[str]:
     cost = value(d.get("fidelity_shadow_cost_pct_1"))
     kept = value(d.get("fidelity_clean_saving_kept_pct"))
     lines.append(
-        f"- On clean data the controller kept {_num(kept, '.1f')}% of the static compute "
-        f"saving; shadows cost {_num(cost, '.1f')}% of throughput at saturation "
+        f"- On clean data the controller kept {fmt(kept, '.1f')}% of the static compute "
+        f"saving; shadows cost {fmt(cost, '.1f')}% of throughput at saturation "
         "(one sample per request, wrk; table below)."
     )
     return lines

@@ -184,6 +184,18 @@ def _scaled(s: Json | None, k: float) -> Json | None:
     return None if s is None else spread([v * k for v in s["rounds"]])
 
 
+def fmt(fig: Any, spec: str = ".0f", unit: str = "") -> str:
+    """A spread as `median (min–max)`, a number as itself, a missing figure as n/a."""
+    if fig is None:
+        return "n/a"
+    if isinstance(fig, dict) and fig["min"] == fig["max"]:
+        return f"{fig['median']:{spec}}{unit}"
+    if isinstance(fig, dict):
+        lo, hi = format(fig["min"], spec), format(fig["max"], spec)
+        return f"{fig['median']:{spec}}{unit} ({lo}–{hi})"
+    return f"{fig:{spec}}{unit}"
+
+
 def value(fig: Json | float | None) -> float | None:
     """A figure's headline: a spread's median, or the number itself."""
     if isinstance(fig, dict):

@@ -18,10 +18,10 @@ from pathlib import Path
 import click
 
 from loadtest import devicechain, servingloop
-from loadtest.benchdoc import GEN_BEGIN, GEN_END, between, fmt, table
+from loadtest.benchdoc import GEN_BEGIN, GEN_END, between, table
 from loadtest.benchsteps import Load, Step, labels_of, rounds, url_of, wrk_step
 from loadtest.doccheck import stray_numbers
-from loadtest.figures import Json, Results, finite, per_round, row_json, spread
+from loadtest.figures import Json, Results, finite, fmt, per_round, row_json, spread
 from loadtest.server import running_server
 from service.sessions import cuda_available
 
