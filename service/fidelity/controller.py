@@ -107,10 +107,14 @@ class FidelityController:
 
     def due(self, now: float) -> bool:
         """Whether a step is due: `interval_s` passed or `step_samples` rows were served
-        since the last one. O(1), so the scheduler may ask after every batch."""
+        since the last one, a quarter of that while the sampler is above its minimum (a
+        load, an alarm, a change: decisions come one exit per step, and evidence comes
+        fast). O(1), so the scheduler may ask after every batch."""
         cfg = self.config
         waited = now - self._stepped_at >= cfg.interval_s
-        return waited or self.evidence.seen - self._stepped_seen >= cfg.step_samples
+        steady = self.sampler.fraction <= self.sampler.low
+        every = cfg.step_samples if steady else max(cfg.step_samples // 4, 1)
+        return waited or self.evidence.seen - self._stepped_seen >= every
 
     def step(self, now: float) -> Adjustment | None:
         """Re-estimate every exit, move thresholds that must move; None when none did."""
@@ -175,13 +179,24 @@ class FidelityController:
         """Whether the sampler should shadow at its maximum until the next step.
 
         After a change (for `boost_steps` steps, to confirm it, and to judge the later
-        exits, whose traffic it changed); while the answers
-        being given have too little evidence to judge or clearly disagree; and while an
-        exit above its floor might come back down, since only evidence brings it back.
+        exits, whose traffic it changed); while the answers being given have too little
+        evidence to judge or clearly disagree; and while an exit above its floor might
+        come back down, since only evidence brings it back.
         """
         self._boost = self.config.boost_steps if changed else max(self._boost - 1, 0)
         if self._boost > 0 or any(self._may_recover(k) for k in range(len(self._curves))):
             return True
+        pooled = self._pooled()
+        if pooled is None:
+            return False  # no early answers at all: no shadow to run
+        n_eff, upper = pooled
+        if upper < self.target and self.sampler.fraction < self.sampler.high:
+            self._restart()
+        return n_eff < self.config.alarm_samples or upper < self.target
+
+    def _pooled(self) -> tuple[float, float] | None:
+        """Effective size and upper bound of the agreement of the answers being given (every
+        exit at its current threshold); None when no exit gives any."""
         total = hits = squares = 0.0
         for k, curve_k in enumerate(self._curves):
             i = self._index[k]
@@ -190,10 +205,27 @@ class FidelityController:
                 hits += curve_k.hits[i]
                 squares += curve_k.total[i] ** 2 / curve_k.n_eff[i]
         if total == 0:
-            return False  # no early answers at all: no shadow to run
+            return None
         n_eff = total * total / squares
-        _, upper = wilson(np.array([hits / total]), np.array([n_eff]), self._z)
-        return bool(n_eff < self.config.min_samples or upper[0] < self.target)
+        # at the raise level: the alarm repeats every step on overlapping evidence, and a
+        # false one costs a burst of shadows and the evidence (see _restart)
+        _, upper = wilson(np.array([hits / total]), np.array([n_eff]), self._z_raise)
+        return n_eff, float(upper[0])
+
+    def _restart(self) -> None:
+        """Disagreement seen at a low fraction: start the evidence over, at the maximum.
+
+        Comparisons shadowed at the steady fraction weigh 1/fraction each; kept, the few
+        from before a shift outweigh the many that follow at the maximum and hold every
+        decision back until they age out of the horizon (thousands of samples). A false
+        alarm costs one burst of shadows; decisions then rest on the fresh evidence alone."""
+        log.info(
+            "fidelity %s v%s: disagreement at shadow fraction %g; evidence restarted",
+            self.model,
+            self.version,
+            self.sampler.fraction,
+        )
+        self.evidence.clear()
 
     def _may_recover(self, k: int) -> bool:
         """Exit k sits above its floor and the evidence there is not clearly bad."""
@@ -276,8 +308,8 @@ class FidelityController:
             state = "disabled-exit"
         elif index > calibrated:
             state = "tightened"
-        elif estimate.n_eff < self.config.min_samples:
-            state = "warming"
+        elif estimate.n_eff < self.config.alarm_samples:
+            state = "warming"  # the sampler's own bar: it shadows at its maximum meanwhile
         return ExitStatus(k, state, estimate.threshold, self._threshold(k, calibrated), estimate)
 
     def _estimate(self, k: int, index: int) -> Estimate:

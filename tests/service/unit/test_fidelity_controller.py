@@ -234,3 +234,48 @@ def test_adjusted_policy_is_the_type_the_stages_read(tiny: Tiny) -> None:
     )
     assert policy.thresholds[-1] == base.thresholds[-1]
     hash(policy)  # frozen and hashable: the scheduler groups rows by policy
+
+
+def test_steady_clean_traffic_is_shadowed_at_the_minimum_fraction(tiny: Tiny) -> None:
+    """Once clean traffic has settled the sampler, it stays at min_shadow_fraction: the
+    thin evidence a low fraction leaves within the horizon must not raise the alarm by
+    itself (the steady cost is what the fraction bounds). Requiring min_samples comparisons
+    instead, as a decision does, pulls the fraction back to its maximum every few steps."""
+    base, s = _base(tiny), tiny.streams
+    stream = _join(s["margin/clean"], s["margin/clean2"], s["margin/clean"])
+    tail = slice(len(stream.pred) - 2 * CLEAN, None)
+
+    def shadow_share(**config: object) -> float:
+        controller = _controller(tiny, base, **config)
+        served = serve(stream, base, controller, BATCH, RATE)
+        early = served.exit[tail] < len(controller.base.thresholds) - 1
+        return float(served.shadow[tail].sum() / early.sum())
+
+    steady = shadow_share()
+    assert steady <= 1.5 * FidelityConfig().min_shadow_fraction
+    assert shadow_share(alarm_samples=30) > 2 * steady
+
+
+def test_disagreement_at_the_steady_fraction_restarts_the_evidence(tiny: Tiny) -> None:
+    """A shift met at the steady fraction: the evidence starts over (once) soon after it, so
+    the heavy comparisons shadowed at 1% before it cannot hold the raise back."""
+    base, s = _base(tiny), tiny.streams
+    stream = _join(s["margin/clean"], s["margin/clean2"], s["margin/noise"])
+    controller = _controller(tiny, base)
+    restarts: list[tuple[int, float]] = []
+    clear = controller.evidence.clear
+
+    def spy() -> None:
+        restarts.append((controller.evidence.seen, controller.sampler.fraction))
+        clear()
+
+    controller.evidence.clear = spy  # type: ignore[method-assign]
+    serve(stream, base, controller, BATCH, RATE)
+    shift = 2 * CLEAN
+    assert len(restarts) == 1
+    seen, fraction = restarts[0]
+    assert shift <= seen <= shift + 1000
+    assert fraction == controller.config.min_shadow_fraction
+    raise_ = next(c for c in controller.log if c.exit == 0)
+    assert raise_.at_sample - shift <= 1500
+    assert raise_.before.count <= raise_.at_sample - seen  # fresh evidence only
