@@ -5,8 +5,8 @@ to the last exit and records the comparisons; a periodic task calls `step`, whic
 return a new immutable `ExitPolicy` to swap in. See controller.py for the loop.
 """
 
-from service.fidelity.config import FidelityConfig
-from service.fidelity.controller import FidelityController, default_target
+from service.fidelity.config import FidelityConfig, default_target
+from service.fidelity.controller import FidelityController
 from service.fidelity.records import Adjustment, Snapshot, ThresholdChange
 from service.fidelity.scale import surety
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.manifest import Calibration
+
 
 class FidelityConfig(BaseModel):
     """Shadow sampling and threshold control for one model version (docs: issue 11)."""
@@ -145,3 +147,15 @@ class FidelityConfig(BaseModel):
         if self.raise_confidence < self.confidence:
             raise ValueError("raise_confidence must not be below confidence")
         return self
+
+
+def default_target(calibration: Calibration) -> float:
+    """The agreement the calibration implies: 2 * final accuracy - 1 - tolerance.
+
+    Two answers right with chances a and b agree at least a + b - 1 of the time (both
+    right), and calibration promised early accuracy >= final - tolerance. Agreement below
+    this is therefore proof that the validated accuracy does not hold on this traffic,
+    which is exactly when thresholds must rise; clean traffic sits comfortably above it.
+    """
+    final = calibration.final_exit_accuracy
+    return min(1.0, max(0.51, 2.0 * final - 1.0 - calibration.tolerance_pp / 100.0))

@@ -15,11 +15,9 @@ import logging
 import math
 from collections import deque
 
-import numpy as np
-
-from models.manifest import Calibration, Manifest
+from models.manifest import Manifest
 from service.fidelity import rules, scale
-from service.fidelity.config import FidelityConfig
+from service.fidelity.config import FidelityConfig, default_target
 from service.fidelity.evidence import EvidenceStore
 from service.fidelity.records import (
     SEVERITY,
@@ -32,24 +30,12 @@ from service.fidelity.records import (
     ThresholdChange,
 )
 from service.fidelity.sampler import ShadowSampler
-from service.fidelity.stats import Curve, curve, wilson, z_value
+from service.fidelity.stats import Curve, curve, z_value
 from service.policies import ExitPolicy
 from service.types import PolicyKind
 
 log = logging.getLogger(__name__)
 LOG_LENGTH = 256  # changes kept in memory; each is also logged
-
-
-def default_target(calibration: Calibration) -> float:
-    """The agreement the calibration implies: 2 * final accuracy - 1 - tolerance.
-
-    Two answers right with chances a and b agree at least a + b - 1 of the time (both
-    right), and calibration promised early accuracy >= final - tolerance. Agreement below
-    this is therefore proof that the validated accuracy does not hold on this traffic,
-    which is exactly when thresholds must rise; clean traffic sits comfortably above it.
-    """
-    final = calibration.final_exit_accuracy
-    return min(1.0, max(0.51, 2.0 * final - 1.0 - calibration.tolerance_pp / 100.0))
 
 
 class FidelityController:
@@ -186,31 +172,15 @@ class FidelityController:
         self._boost = self.config.boost_steps if changed else max(self._boost - 1, 0)
         if self._boost > 0 or any(self._may_recover(k) for k in range(len(self._curves))):
             return True
-        pooled = self._pooled()
+        # at the raise level: the alarm repeats every step on overlapping evidence, and a
+        # false one costs a burst of shadows and the evidence (see _restart)
+        pooled = rules.pooled(self._curves, self._index, self._z_raise)
         if pooled is None:
             return False  # no early answers at all: no shadow to run
         n_eff, upper = pooled
         if upper < self.target and self.sampler.fraction < self.sampler.high:
             self._restart()
         return n_eff < self.config.alarm_samples or upper < self.target
-
-    def _pooled(self) -> tuple[float, float] | None:
-        """Effective size and upper bound of the agreement of the answers being given (every
-        exit at its current threshold); None when no exit gives any."""
-        total = hits = squares = 0.0
-        for k, curve_k in enumerate(self._curves):
-            i = self._index[k]
-            if i < rules.disabled(curve_k) and curve_k.total[i] > 0:
-                total += curve_k.total[i]
-                hits += curve_k.hits[i]
-                squares += curve_k.total[i] ** 2 / curve_k.n_eff[i]
-        if total == 0:
-            return None
-        n_eff = total * total / squares
-        # at the raise level: the alarm repeats every step on overlapping evidence, and a
-        # false one costs a burst of shadows and the evidence (see _restart)
-        _, upper = wilson(np.array([hits / total]), np.array([n_eff]), self._z_raise)
-        return n_eff, float(upper[0])
 
     def _restart(self) -> None:
         """Disagreement seen at a low fraction: start the evidence over, at the maximum.

@@ -12,9 +12,12 @@ bounded. Between the two bars nothing moves, so noise does not make thresholds f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.fidelity.stats import Curve
+import numpy as np
+
+from service.fidelity.stats import Curve, wilson
 
 Reason = str
 
@@ -41,6 +44,22 @@ class Move:
 def disabled(curve: Curve) -> int:
     """The index that means "this exit never answers"."""
     return len(curve.thresholds)
+
+
+def pooled(curves: Sequence[Curve], index: Sequence[int], z: float) -> tuple[float, float] | None:
+    """Effective size and upper bound (at `z`) of the agreement of the answers being given:
+    every exit at its grid position `index[k]`, pooled; None when no exit gives any."""
+    total = hits = squares = 0.0
+    for curve, i in zip(curves, index, strict=True):
+        if i < disabled(curve) and curve.total[i] > 0:
+            total += curve.total[i]
+            hits += curve.hits[i]
+            squares += curve.total[i] ** 2 / curve.n_eff[i]
+    if total == 0:
+        return None
+    n_eff = total * total / squares
+    _, upper = wilson(np.array([hits / total]), np.array([n_eff]), z)
+    return n_eff, float(upper[0])
 
 
 def decide(curve: Curve, current: int, bars: Bars) -> Move | None:
