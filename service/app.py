@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import infer_routes, model_routes, repository_routes, server_routes
 from service.api.errors import install_error_handlers
-from service.api.fast_infer import FastInfer, fast_path
 from service.api.middleware import CatchAll, RequestMetrics
 from service.api.openapi import install_openapi
 from service.lifecycle import Lifecycle
@@ -51,7 +49,7 @@ def create_app(
 
         dataplane = DataPlane(settings, metrics)
     lifecycle = Lifecycle(dataplane, settings, metrics.registry)
-    app = ExitServeApp(
+    app = FastAPI(
         title="exitserve",
         version=_version(),
         description=DESCRIPTION,
@@ -67,29 +65,7 @@ def create_app(
     install_openapi(app)
     app.add_middleware(CatchAll)
     app.add_middleware(RequestMetrics, metrics=metrics, model_names=dataplane.model_names)
-    # v2 infer: the same error and metrics layers, without FastAPI's own around them
-    lane = FastInfer(app.router, api=app)
-    app.fast = RequestMetrics(CatchAll(lane), metrics=metrics, model_names=dataplane.model_names)
     return app
-
-
-class ExitServeApp(FastAPI):
-    """FastAPI, with v2 infer requests taken before its middleware stack.
-
-    FastAPI wraps every app middleware in its own (server errors, telemetry, body limit):
-    five awaiting layers per request, most wrapping `send`, about as much as the infer
-    handler itself at one sample per request. The fast lane gets the app's own error and
-    metrics layers only; everything else (and lifespan) goes through FastAPI as before.
-    """
-
-    fast: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast is not None and scope["type"] == "http" and fast_path(scope) is not None:
-            scope["app"] = self
-            await self.fast(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
 
 
 def _version() -> str:

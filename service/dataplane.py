@@ -79,7 +79,12 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._draining and bool(self.model_names())
+        registry = self._registry
+        return self._started and not self._draining and registry is not None and registry.serves_any
+
+    def serves(self, name: str) -> bool:
+        """Whether model `name` has a loaded version (request metrics label by it)."""
+        return self._registry is not None and self._registry.serves(name)
 
     @property
     def registry(self) -> ModelRegistry:

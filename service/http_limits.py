@@ -13,6 +13,9 @@ the event loop. Here the parser never holds more than the cap. (A pipelined requ
 that begins in the same read as the previous request's body ends is counted from the next
 read on: it may exceed the cap by at most one read; still bounded.)
 
+v2 infer requests on a data port are handed to the infer lane (service/http_lane.py)
+rather than the app: same limits, same connection handling, no ASGI stack.
+
 A connection opened beyond `max_connections` gets its request answered with 503 +
 Retry-After instead of run, then closes; connections already open are not affected.
 Deadline timers are armed only when a phase outlives the read that started it, so a
@@ -24,13 +27,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import orjson
-from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.http_lane import InferLane
 
 log = logging.getLogger(__name__)
 Phase = Literal["head", "body", "idle"]
@@ -78,13 +88,14 @@ async def over_capacity(scope: Scope, receive: ASGIReceiveCallable, send: ASGISe
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def protocol_class(limits: Limits) -> type[LimitedHttpTools]:
-    """The protocol class to hand to `uvicorn.Config(http=...)`, bound to `limits`."""
+def protocol_class(limits: Limits, lane: InferLane | None = None) -> type[LimitedHttpTools]:
+    """The protocol class to hand to `uvicorn.Config(http=...)`, bound to `limits` and, on
+    the data port, to the app's infer lane."""
 
     class Configured(LimitedHttpTools):
         pass
 
-    Configured.limits = limits
+    Configured.limits, Configured.lane = limits, lane
     return Configured
 
 
@@ -92,6 +103,7 @@ class LimitedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header cap, phase deadlines and a connection cap."""
 
     limits: ClassVar[Limits]
+    lane: ClassVar[InferLane | None] = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -143,6 +155,19 @@ class LimitedHttpTools(HttpToolsProtocol):
         most = self.limits.max_requests_per_connection
         if most and self._requests >= most:
             self.cycle.keep_alive = False  # answered with `Connection: close`
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """Run the request: by the infer lane if it takes it, else by the app. Pipelined
+        requests come here too, in order, once the answer before them is complete."""
+        lane, target = self.lane, None
+        if lane is not None and app is self.config.loaded_app and not cycle.access_log:
+            target = lane.target(cycle.scope)
+        if lane is None or target is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        task = self.loop.create_task(lane.serve(cycle, *target))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

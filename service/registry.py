@@ -257,6 +257,14 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._models)
 
+    @property
+    def serves_any(self) -> bool:
+        return bool(self._models)
+
+    def serves(self, name: str) -> bool:
+        """Whether some version of `name` is loaded (per request: no sorted copy)."""
+        return name in self._models
+
     def versions(self, name: str) -> list[str]:
         return sorted(self._models.get(name, {}), key=int)
 

@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.http_lane import InferLane
 from service.http_limits import Limits, protocol_class
 from service.server import DrainingServer, StartError
 from service.settings import ENV_PREFIX, Settings
@@ -64,7 +65,8 @@ def describe(exc: ValidationError) -> str:
 def run(settings: Settings) -> None:
     """Build the app and run uvicorn until a signal has drained it.
 
-    The HTTP protocol is httptools with the connection limits of `service.http_limits`;
+    The HTTP protocol is httptools with the connection limits of `service.http_limits`, and
+    v2 infer requests answered in it by the app's infer lane (`service.http_lane`);
     WebSockets are off (the API has none), so no request can switch to an unlimited protocol.
     """
     app = create_app(settings)
@@ -75,7 +77,7 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         loop="auto",
-        http=protocol_class(Limits.from_settings(settings)),
+        http=protocol_class(Limits.from_settings(settings), InferLane(app)),
         ws="none",
         timeout_keep_alive=settings.keep_alive_timeout_s,
         lifespan="on",

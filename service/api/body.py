@@ -10,37 +10,43 @@ from __future__ import annotations
 
 import zlib
 
-from fastapi import Request
-from starlette.requests import ClientDisconnect
+from starlette.datastructures import Headers
+from starlette.types import Receive
 
 from service.errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMediaType
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The (decompressed) body, or 413/415/400 naming the limit or header at fault."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+async def read_body(headers: Headers, receive: Receive, max_bytes: int) -> bytes:
+    """The (decompressed) body, or 413/415/400 naming the limit or header at fault.
+
+    Read from ASGI `receive`, which a Starlette request and the protocol's infer lane
+    (service/http_lane.py) both have.
+    """
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in _WBITS and encoding != "identity":
         raise UnsupportedMediaType("Content-Encoding: only gzip, deflate or identity")
-    declared = request.headers.get("content-length", "")
+    declared = headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(_too_large(max_bytes))
-    try:
-        body = await _read_all(request, max_bytes)
-    except ClientDisconnect:
-        raise ClientGone("the client closed the connection before sending the whole body") from None
+    body = await _read_all(receive, max_bytes)
     return body if encoding == "identity" else _decompress(body, encoding, max_bytes)
 
 
-async def _read_all(request: Request, max_bytes: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
+async def _read_all(receive: Receive, max_bytes: int) -> bytes:
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone("the client closed the connection before sending the whole body")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(_too_large(max_bytes))
         chunks.append(chunk)
-    return b"".join(chunks)
+        more = bool(message.get("more_body", False))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import orjson
 from fastapi import Path, Request, Response
+from starlette.datastructures import State
 
 from models.manifest import NAME_PATTERN
 from service.errors import NotReady
@@ -26,12 +27,17 @@ def dataplane(request: Request) -> DataPlane:
 
 
 def serving(request: Request) -> DataPlane:
-    """The data plane, if it takes inference requests now; else 503 with Retry-After.
+    """The data plane, if it takes inference requests now; else 503 with Retry-After."""
+    return serving_plane(request.app.state)
+
+
+def serving_plane(state: State) -> DataPlane:
+    """`serving` for a caller that has the app's state but no request (the infer lane).
 
     Checked before the model lookup: while draining, models are unloading, and a client
     must hear "come back later" (503), not "no such model" (404).
     """
-    plane = dataplane(request)
+    plane = cast("DataPlane", state.dataplane)
     if not plane.ready:
         raise NotReady("server is not ready: starting, or draining for shutdown")
     return plane

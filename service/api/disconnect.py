@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypeVar
 
-from fastapi import Request
+from starlette.types import Receive
 
 from service.errors import ClientGone
 
@@ -15,24 +15,24 @@ T = TypeVar("T")
 WATCH_AFTER_S = 0.02
 
 
-async def _disconnected(request: Request) -> None:
+async def _disconnected(receive: Receive) -> None:
     """Return once the server sees the connection close (the body is already read)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
 class _Watch:
     """Watches the connection from WATCH_AFTER_S on; a hang-up cancels the work."""
 
-    def __init__(self, request: Request, work: asyncio.Future[Any]) -> None:
-        self.request = request
+    def __init__(self, receive: Receive, work: asyncio.Future[Any]) -> None:
+        self.receive = receive
         self.work: asyncio.Future[Any] | None = work
         self.task: asyncio.Task[None] | None = None
         self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
 
     def _start(self) -> None:
         if self.work is not None and not self.work.done():
-            self.task = asyncio.get_running_loop().create_task(_disconnected(self.request))
+            self.task = asyncio.get_running_loop().create_task(_disconnected(self.receive))
             self.task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
@@ -51,7 +51,7 @@ class _Watch:
         self.work = None
 
 
-async def unless_disconnected(request: Request, work: asyncio.Future[T]) -> T:
+async def unless_disconnected(receive: Receive, work: asyncio.Future[T]) -> T:
     """Await `work`; if the client hangs up first, cancel it and raise ClientGone.
 
     Cancelling the data plane's future marks the request dead, so the scheduler skips its
@@ -60,7 +60,7 @@ async def unless_disconnected(request: Request, work: asyncio.Future[T]) -> T:
     a future holding an error (a timeout) whose traceback holds the frame holding the
     future is a reference cycle, and it would keep the request's body alive.
     """
-    watch = _Watch(request, work)
+    watch = _Watch(receive, work)
     try:
         return await work
     except asyncio.CancelledError:

@@ -89,7 +89,7 @@ async def _fidelity(request: Request, name: str, action: str) -> Response:
 
 async def _body(request: Request) -> dict[str, Any]:
     try:
-        raw = await read_body(request, MAX_ADMIN_BODY)
+        raw = await read_body(request.headers, request.receive, MAX_ADMIN_BODY)
     except PayloadTooLarge:  # its message names max_body_bytes, the inference limit
         raise PayloadTooLarge(
             f"repository request body is larger than the {MAX_ADMIN_BODY} bytes "

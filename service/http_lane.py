@@ -1,0 +1,114 @@
+"""The v2 infer lane: inference requests answered by the HTTP protocol itself.
+
+At one sample per request the ASGI cycle around the infer core costs about as much server
+CPU as the core does: FastAPI's middleware and routing, Starlette's Request and Response,
+each ASGI message a dict passed down four wrappers. uvicorn's protocol (service/http_limits.py)
+hands `POST /v2/models/{name}[/versions/{version}]/infer` to this lane instead of the app.
+The lane runs the same core as the documented routes (service/api/v2_infer.py), so limits,
+decoding, errors and disconnects are one code path, and writes the response in one write.
+
+What the app's layers would do, it does too: the request metrics (endpoint `infer`), the
+`{"error": ...}` body and headers of an ExitServeError, and for anything else a logged
+traceback and a bare 500. uvicorn's connection handling is untouched: keep-alive,
+pipelining (a pipelined request waits for the answer before it), `Connection: close`,
+100-continue, graceful shutdown (the lane's tasks are the server's tasks, awaited on exit).
+Requests the lane does not take (other paths, names the patterns refuse, a server with
+access logs on) go to the app as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import orjson
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import Receive
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+
+from models.manifest import NAME_PATTERN
+from service.api.v2_infer import answer_infer
+from service.errors import ExitServeError
+from service.metrics import UNKNOWN, Metrics
+from service.protocol.v2_encode import JSON
+
+log = logging.getLogger(__name__)
+ENDPOINT = "infer"  # the documented route's name: request metrics label by it
+_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_NAME, _VERSION = re.compile(NAME_PATTERN), re.compile(r"^[0-9]{1,9}$")
+_INTERNAL = orjson.dumps({"error": "internal error"})
+
+
+def infer_target(scope: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """(model, version) when `scope` is a v2 infer request the lane takes, else None."""
+    match = _PATH.match(scope["path"]) if scope["method"] == "POST" else None
+    if match is None:
+        return None
+    name, version = match.groups()
+    if not _NAME.match(name) or (version is not None and not _VERSION.match(version)):
+        return None  # FastAPI's route answers 400 naming the pattern
+    return name, version
+
+
+class InferLane:
+    """Answers v2 infer requests for one app, given uvicorn's request-response cycle."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.state = app.state
+        self.metrics = cast(Metrics, app.state.metrics)
+
+    @staticmethod
+    def target(scope: Mapping[str, Any]) -> tuple[str, str | None] | None:
+        return infer_target(scope)
+
+    async def serve(self, cycle: RequestResponseCycle, name: str, version: str | None) -> None:
+        """Answer the cycle's request: exactly one response, or none if the client is gone."""
+        begun = time.perf_counter()
+        try:
+            headers = Headers(raw=list(cycle.scope["headers"]))
+            receive = cast(Receive, cycle.receive)
+            encoded = await answer_infer(self.state, headers, receive, name, version)
+            status, body = 200, encoded.body
+            head = _head(encoded.media_type, len(body), encoded.headers)
+        except ExitServeError as exc:
+            status, body = exc.status_code, orjson.dumps({"error": exc.message})
+            head = _head(JSON, len(body), exc.headers)
+            exc.__traceback__ = None  # a timed-out future may outlive us; its frames hold the body
+        except Exception:
+            log.exception("unhandled error in POST %s", cycle.scope["path"])
+            status, body = 500, _INTERNAL
+            head = _head(JSON, len(body), {})
+        _respond(cycle, status, head, body)
+        known = self.state.dataplane.serves(name)
+        seconds = time.perf_counter() - begun
+        self.metrics.record_request(name if known else UNKNOWN, ENDPOINT, status, seconds)
+
+
+def _head(media_type: str, length: int, headers: dict[str, str]) -> bytes:
+    lines = [f"content-type: {media_type}\r\ncontent-length: {length}\r\n"]
+    lines.extend(f"{key.lower()}: {value}\r\n" for key, value in headers.items())
+    return "".join(lines).encode("latin-1")
+
+
+def _respond(cycle: RequestResponseCycle, status: int, head: bytes, body: bytes) -> None:
+    """Write the whole response at once and finish the cycle as uvicorn's `send` would."""
+    if cycle.disconnected or cycle.response_started:
+        return
+    cycle.response_started, cycle.waiting_for_100_continue = True, False
+    parts = [STATUS_LINE[status]]
+    for key, value in cycle.default_headers:  # the Date header
+        parts += [key, b": ", value, b"\r\n"]
+    parts.append(head)
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += [b"\r\n", body]
+    cycle.transport.write(b"".join(parts))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
