@@ -24,9 +24,10 @@ from service.fidelity import FidelityController
 from service.governor import Governor
 from service.jobs import ByteBudget, row_state_bytes
 from service.metrics import Metrics
+from service.pipeline_spec import PipelineSpec
 from service.policies import ExitPolicy, resolve_policy
 from service.runtime import ModelRuntime
-from service.scheduler import BatchTrace, Pipeline, PipelineSpec
+from service.scheduler import BatchTrace, Pipeline
 from service.sessions import ProviderError
 from service.settings import Settings
 from service.shadows import Watch

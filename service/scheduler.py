@@ -17,16 +17,15 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
 from service.admission import admit
 from service.batch import Outcome, SegmentRunner, run_batch
 from service.errors import InferenceFailed, NotReady
 from service.jobs import ByteBudget, Claim, Job, Packet
 from service.metrics import Metrics
+from service.pipeline_spec import PipelineSpec
 from service.policies import ExitPolicy
 from service.runtime import Hidden
-from service.settings import BatchingConfig
 from service.shadows import Watch, crowded, observe, shed
 from service.stage import Stage
 from service.types import InferenceResult
@@ -34,21 +33,6 @@ from service.types import InferenceResult
 log = logging.getLogger(__name__)
 
 BatchTrace = Callable[[int, list[str]], None]
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    """What a pipeline needs to know about its model version."""
-
-    model: str
-    version: str
-    classes: int
-    macs: tuple[int, ...]  # per segment
-    batching: BatchingConfig
-    max_queue_samples: int
-    row_bytes: int = 0  # charged per admitted row besides its input (`row_state_bytes`)
-    chain_batches: bool = False  # naive early exit: a batch's survivors skip the next queue
-    inline_max_s: float = 0.0  # run the only request in flight inline if this quick
 
 
 class Pipeline:
@@ -162,18 +146,54 @@ class Pipeline:
             self._idle.set()
 
     async def _stage_loop(self, stage: Stage) -> None:
+        """Collect a batch and run it; as a batch comes back, start the next due one before
+        answering it, so the worker does not sit idle while the event loop catches up."""
+        k = stage.index
         while True:
             claims = await stage.collect()
-            if claims:
-                await self._run(stage.index, claims)
+            running = self._start(k, claims) if claims else None
+            while running is not None:
+                inline = running.done()  # run on the loop: let it read sockets after
+                try:
+                    outcome: Outcome | None = await running
+                except Exception as exc:  # the batch's requests fail; the stage goes on
+                    self._fail(k, claims, exc)
+                    outcome = None
+                following = stage.take_due()
+                running = self._start(k, following) if following else None
+                self._finish(k, claims, outcome)
+                claims = following
+                if inline and any(s.rows for s in self.stages):
+                    await asyncio.sleep(0)
 
-    async def _run(self, k: int, claims: list[Claim]) -> None:
-        """Run one batch at stage k; in naive mode its survivors go on as their own task.
+    def _start(self, k: int, claims: list[Claim]) -> asyncio.Future[Outcome]:
+        """The batch running on the executor, or already run inline (see `_inline`)."""
+        loop = asyncio.get_running_loop()
+        if not self._inline(k, claims):
+            try:
+                return loop.run_in_executor(
+                    self._executor, run_batch, self._runner, k, claims, self._watch
+                )
+            except RuntimeError as exc:  # the executor is shut down: the server is stopping
+                return _failed(loop, exc)
+        done: asyncio.Future[Outcome] = loop.create_future()
+        try:
+            done.set_result(run_batch(self._runner, k, claims, self._watch))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
 
-        A task rather than a loop here, so stage 0 takes its next batch meanwhile: naive
-        chains run concurrently (bounded by the executor), a fair baseline, not a serial one.
-        """
-        forward = await self._run_once(k, claims)
+    def _finish(self, k: int, claims: list[Claim], outcome: Outcome | None) -> None:
+        """Back on the loop: learn, answer, forward; naive survivors go on as their own
+        task, so stage 0 takes its next batch meanwhile (a fair baseline, not a serial one)."""
+        if outcome is None:
+            return
+        try:
+            self._learn(k, outcome)
+            forward = self._apply(k, outcome)
+        except Exception as exc:
+            self._fail(k, claims, exc)
+            return
         if forward is not None:
             chain = asyncio.create_task(self._chain(k + 1, forward))
             self._chains.add(chain)
@@ -182,26 +202,15 @@ class Pipeline:
     async def _chain(self, k: int, packet: Packet | None) -> None:
         """Naive early exit: one batch's survivors, alone, through the later stages."""
         while packet is not None:
-            packet = await self._run_once(k, [Claim(packet, 0, packet.size)])
+            claims = [Claim(packet, 0, packet.size)]
+            try:
+                outcome = await self._start(k, claims)
+                self._learn(k, outcome)
+                packet = self._apply(k, outcome)
+            except Exception as exc:  # the batch's requests fail; the chain ends
+                self._fail(k, claims, exc)
+                packet = None
             k += 1
-
-    async def _run_once(self, k: int, claims: list[Claim]) -> Packet | None:
-        """One batch at stage k; its survivors when batches are chained (naive), else None."""
-        try:
-            if self._inline(k, claims):
-                outcome = run_batch(self._runner, k, claims, self._watch)
-                if any(stage.rows for stage in self.stages):
-                    await asyncio.sleep(0)  # let the loop read sockets before the next run
-            else:
-                loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(
-                    self._executor, run_batch, self._runner, k, claims, self._watch
-                )
-            self._learn(k, outcome)
-            return self._apply(k, outcome)
-        except Exception as exc:  # the batch's requests fail; the stage goes on
-            self._fail(k, claims, exc)
-            return None
 
     def _inline(self, k: int, claims: list[Claim]) -> bool:
         """Whether to run this batch on the event loop rather than the executor.
@@ -294,6 +303,12 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+
+
+def _failed(loop: asyncio.AbstractEventLoop, exc: Exception) -> asyncio.Future[Outcome]:
+    failed: asyncio.Future[Outcome] = loop.create_future()
+    failed.set_exception(exc)
+    return failed
 
 
 def _rows_of(stage: Stage) -> Callable[[], float]:

@@ -85,6 +85,20 @@ class Stage:
             await self._woken(left)
         return self._claim()
 
+    def take_due(self) -> list[Claim]:
+        """The next batch if it is due now (what `collect` would return at once), else [].
+
+        The stage loop asks this as a batch comes back, to hand the worker its next batch
+        before the finished one is answered: the worker does not wait for the event loop.
+        """
+        now = time.monotonic()
+        self._drop_dead(now)
+        if not self._queue:
+            return []  # a shadow-only batch goes through `collect`, which may wait for more
+        if self.rows < self.max_batch and self._deadline() > now:
+            return []
+        return self._claim()
+
     def _deadline(self) -> float:
         """When the batch must start: its oldest request row's wait, else its shadows'."""
         if self._queue:

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from service.assembly import assemble
 from service.jobs import Claim, Job, Packet
 from service.metrics import Metrics
+from service.pipeline_spec import PipelineSpec
 from service.policies import ExitPolicy
-from service.scheduler import Pipeline, PipelineSpec
+from service.scheduler import Pipeline
 from service.settings import BatchingConfig
 from service.types import InferenceResult
 from tests.service.unit.fakes import CLASSES, FakeRunner, rows

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from service.errors import InferenceFailed, NotReady, Overloaded, RequestTimeout
 from service.metrics import Metrics
+from service.pipeline_spec import PipelineSpec
 from service.policies import ExitPolicy
-from service.scheduler import BatchTrace, Pipeline, PipelineSpec
+from service.scheduler import BatchTrace, Pipeline
 from service.settings import BatchingConfig
 from tests.service.unit.fakes import CLASSES, FakeRunner, rows
 
@@ -34,6 +35,7 @@ async def running(
     trace: BatchTrace | None = None,
     inline_ms: float = 0.0,
     chain: bool = False,
+    executor: ThreadPoolExecutor | None = None,
 ) -> AsyncIterator[Pipeline]:
     spec = PipelineSpec(
         model="m",
@@ -45,8 +47,8 @@ async def running(
         inline_max_s=inline_ms / 1000.0,
         chain_batches=chain,
     )
-    with ThreadPoolExecutor(4) as executor:
-        pipeline = Pipeline(spec, runner, executor, Metrics(CollectorRegistry()), trace)
+    with executor or ThreadPoolExecutor(4) as pool:
+        pipeline = Pipeline(spec, runner, pool, Metrics(CollectorRegistry()), trace)
         pipeline.start()
         try:
             yield pipeline
@@ -330,3 +332,54 @@ def test_naive_stage_0_takes_the_next_batch_while_survivors_run_on() -> None:
             assert int((await deep).label[0]) == 1
 
     run(test)
+
+
+class RecordingExecutor(ThreadPoolExecutor):
+    """Calls `on_submit(stage, claims)` as each batch is handed to it, on the event loop."""
+
+    def __init__(self, on_submit: Callable[[int, list[Any]], None]) -> None:
+        super().__init__(2)
+        self.on_submit = on_submit
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.on_submit(args[1], args[2])
+        return super().submit(fn, *args, **kwargs)
+
+
+class GatedFirstRunner(FakeRunner):
+    """The first stage-0 run waits for `release`, and says when it has started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def run(self, k: int, x: Any) -> Any:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.release.wait(TIMEOUT_S), "the first batch was never released"
+        return super().run(k, x)
+
+
+def test_the_next_due_batch_is_handed_over_before_the_last_is_answered() -> None:
+    """The worker gets its next batch as the last one comes back, not after the event
+    loop has answered it: at the hand-over, the last batch's request is still unanswered."""
+    runner = GatedFirstRunner()
+    handed: list[tuple[int, list[str], bool]] = []
+    first: list[asyncio.Future[Any]] = []
+
+    def on_submit(k: int, claims: list[Any]) -> None:
+        ids = [piece[0].id for claim in claims for piece in claim.pieces()]
+        handed.append((k, ids, bool(first) and first[0].done()))
+
+    async def test() -> None:
+        executor = RecordingExecutor(on_submit)
+        async with running(runner, delay_ms=0.0, executor=executor) as pipeline:
+            first.append(pipeline.submit("a", rows([0], [1]), POLICY, TIMEOUT_S))
+            await asyncio.to_thread(runner.started.wait, TIMEOUT_S)
+            second = pipeline.submit("b", rows([0], [2], tag=1), POLICY, TIMEOUT_S)
+            runner.release.set()
+            assert int((await first[0]).label[0]) == 1
+            assert int((await second).label[0]) == 2
+
+    run(test)
+    assert handed == [(0, ["a"], False), (0, ["b"], False)]

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from service.fidelity import FidelityConfig, FidelityController
 from service.jobs import Job, Packet, ShadowJob, Span
 from service.metrics import Metrics
+from service.pipeline_spec import PipelineSpec
 from service.policies import ExitPolicy
-from service.scheduler import Pipeline, PipelineSpec
+from service.scheduler import Pipeline
 from service.settings import BatchingConfig
 from service.shadows import Watch
 from service.stage import Stage

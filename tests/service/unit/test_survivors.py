@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CollectorRegistry
 
 from service.metrics import Metrics
+from service.pipeline_spec import PipelineSpec
 from service.policies import ExitPolicy
-from service.scheduler import Pipeline, PipelineSpec
+from service.scheduler import Pipeline
 from service.settings import BatchingConfig
 from tests.service.unit.fakes import CLASSES, FakeRunner, rows
 
