@@ -74,7 +74,18 @@ def header(doc: Json) -> list[str]:
         "distributions come from the server's own counters over the same interval, accuracy "
         "from the Python client, which also runs the open-loop load.",
         "",
+        *separately(run),
     ]
+
+
+def separately(run: Json) -> list[str]:
+    """Which sections a later run measured on its own (`--only`), when and how."""
+    lines = [
+        f"- The {name} section: measured {part['started']} with `{part['command']}`."
+        for name, part in run.items()
+        if isinstance(part, dict) and part.get("command", run["command"]) != run["command"]
+    ]
+    return ["Sections measured in a separate run, spliced in:", "", *lines, ""] if lines else []
 
 
 def targets(doc: Json) -> list[str]:
