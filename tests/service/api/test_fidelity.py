@@ -180,18 +180,46 @@ def test_frozen_controller_never_moves(client: httpx.Client) -> None:
 
     unfrozen = client.post(f"{REPOSITORY}/unfreeze", headers=ADMIN, json={})
     assert unfrozen.status_code == 200, unfrozen.text
-    serve(client, x[:300])
+    for lo in range(0, len(x), 300):  # until it moves: how soon depends on the machine
+        serve(client, x[lo : lo + 300])
+        if moved(snapshot(client)):
+            break
     assert moved(snapshot(client))
 
 
+def serve_until_moved(client: httpx.Client, before: dict[str, Any]) -> None:
+    """Noise, 500 images at a time, until the controller has changed a threshold (at most
+    3000): how soon it reacts depends on when shadows land, i.e. on the machine's speed."""
+    x = stream("noise", 3000, seed=4)
+    for lo in range(0, len(x), 500):
+        serve(client, x[lo : lo + 500])
+        if len(snapshot(client)["changes"]) > len(before["changes"]):
+            return
+
+
 def test_metrics_on_the_metrics_port(client: httpx.Client, server: LiveServer) -> None:
-    """The counters, gauges and state match what the controller reports."""
+    """The counters, gauges and state match what the controller reports. Frozen before
+    they are read, so no step moves a threshold between the snapshot and the scrape."""
     before = snapshot(client)
     changes_before = metric(server, "exitserve_fidelity_threshold_changes_total")
     compared0 = metric(server, "exitserve_fidelity_compared_total", exit="0")
     agreed0 = metric(server, "exitserve_fidelity_agreed_total", exit="0")
-    serve(client, stream("noise", 1000, seed=4))
-    snap = snapshot(client)
+    serve_until_moved(client, before)
+    try:
+        frozen = client.post(f"{REPOSITORY}/freeze", headers=ADMIN)
+        assert frozen.status_code == 200, frozen.text
+        check_metrics(server, before, frozen.json(), (changes_before, compared0, agreed0))
+    finally:
+        client.post(f"{REPOSITORY}/unfreeze", headers=ADMIN)
+
+
+def check_metrics(
+    server: LiveServer,
+    before: dict[str, Any],
+    snap: dict[str, Any],
+    start: tuple[float, float, float],
+) -> None:
+    changes_before, compared0, agreed0 = start
     mv = {"model": MODEL, "version": "1"}
     for e in snap["exits"]:
         k = str(e["exit"])
