@@ -174,7 +174,9 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(
-        False, description="log one line per HTTP request; off by default, it costs throughput"
+        False,
+        description="log one line per HTTP request; off by default, it costs throughput: v2 "
+        "infer then goes through FastAPI's routes, not the protocol's infer lane",
     )
 
     @model_validator(mode="after")
