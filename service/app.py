@@ -64,7 +64,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(CatchAll)
-    app.add_middleware(RequestMetrics, metrics=metrics, model_names=dataplane.model_names)
+    app.add_middleware(RequestMetrics, metrics=metrics, serves=dataplane.serves)
     return app
 
 

@@ -6,6 +6,13 @@ a traceback or a filesystem path.
 
 from __future__ import annotations
 
+import orjson
+
+
+def error_body(message: str) -> bytes:
+    """The body of every error response: `{"error": message}`."""
+    return orjson.dumps({"error": message})
+
 
 class ExitServeError(Exception):
     """Base class: `status_code` and optional headers travel with the message."""

@@ -27,34 +27,22 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-import orjson
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.types import Receive
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
-from models.manifest import NAME_PATTERN
+from models.manifest import NAME_PATTERN, VERSION_PATTERN
 from service.api.v2_infer import answer_infer
-from service.errors import ExitServeError
+from service.errors import ExitServeError, error_body
 from service.metrics import UNKNOWN, Metrics
 from service.protocol.v2_encode import JSON
 
 log = logging.getLogger(__name__)
 ENDPOINT = "infer"  # the documented route's name: request metrics label by it
 _PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-_NAME, _VERSION = re.compile(NAME_PATTERN), re.compile(r"^[0-9]{1,9}$")
-_INTERNAL = orjson.dumps({"error": "internal error"})
-
-
-def infer_target(scope: Mapping[str, Any]) -> tuple[str, str | None] | None:
-    """(model, version) when `scope` is a v2 infer request the lane takes, else None."""
-    match = _PATH.match(scope["path"]) if scope["method"] == "POST" else None
-    if match is None:
-        return None
-    name, version = match.groups()
-    if not _NAME.match(name) or (version is not None and not _VERSION.match(version)):
-        return None  # FastAPI's route answers 400 naming the pattern
-    return name, version
+_NAME, _VERSION = re.compile(NAME_PATTERN), re.compile(VERSION_PATTERN)
+_INTERNAL = error_body("internal error")
 
 
 class InferLane:
@@ -66,19 +54,26 @@ class InferLane:
 
     @staticmethod
     def target(scope: Mapping[str, Any]) -> tuple[str, str | None] | None:
-        return infer_target(scope)
+        """(model, version) when `scope` is a v2 infer request the lane takes, else None."""
+        match = _PATH.match(scope["path"]) if scope["method"] == "POST" else None
+        if match is None:
+            return None
+        name, version = match.groups()
+        if not _NAME.match(name) or (version is not None and not _VERSION.match(version)):
+            return None  # FastAPI's route answers 400 naming the pattern
+        return name, version
 
     async def serve(self, cycle: RequestResponseCycle, name: str, version: str | None) -> None:
         """Answer the cycle's request: exactly one response, or none if the client is gone."""
         begun = time.perf_counter()
         try:
-            headers = Headers(raw=list(cycle.scope["headers"]))
+            headers = Headers(raw=cast(list[tuple[bytes, bytes]], cycle.scope["headers"]))
             receive = cast(Receive, cycle.receive)
             encoded = await answer_infer(self.state, headers, receive, name, version)
             status, body = 200, encoded.body
             head = _head(encoded.media_type, len(body), encoded.headers)
         except ExitServeError as exc:
-            status, body = exc.status_code, orjson.dumps({"error": exc.message})
+            status, body = exc.status_code, error_body(exc.message)
             head = _head(JSON, len(body), exc.headers)
             exc.__traceback__ = None  # a timed-out future may outlive us; its frames hold the body
         except Exception:

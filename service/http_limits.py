@@ -29,7 +29,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-import orjson
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -37,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from service.errors import error_body
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -70,14 +70,14 @@ class Limits:
 
 def error_response(status: int, message: str) -> bytes:
     """A complete `{"error": message}` response that closes the connection."""
-    body = orjson.dumps({"error": message})
+    body = error_body(message)
     head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
     return STATUS_LINE[status] + head % len(body) + b"\r\n" + body
 
 
 async def over_capacity(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """Stands in for the app on a connection beyond `max_connections`."""
-    body = orjson.dumps({"error": "too many connections (max_connections); retry later"})
+    body = error_body("too many connections (max_connections); retry later")
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

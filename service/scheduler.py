@@ -154,11 +154,7 @@ class Pipeline:
             running = self._start(k, claims) if claims else None
             while running is not None:
                 inline = running.done()  # run on the loop: let it read sockets after
-                try:
-                    outcome: Outcome | None = await running
-                except Exception as exc:  # the batch's requests fail; the stage goes on
-                    self._fail(k, claims, exc)
-                    outcome = None
+                outcome = await self._outcome(k, claims, running)
                 following = stage.take_due()
                 running = self._start(k, following) if following else None
                 self._finish(k, claims, outcome)
@@ -167,33 +163,47 @@ class Pipeline:
                     await asyncio.sleep(0)
 
     def _start(self, k: int, claims: list[Claim]) -> asyncio.Future[Outcome]:
-        """The batch running on the executor, or already run inline (see `_inline`)."""
+        """The batch running on the executor, or already run inline (see `_inline`); a
+        failure to start (the executor shut down at stop) is the future's error."""
         loop = asyncio.get_running_loop()
-        if not self._inline(k, claims):
-            try:
+        try:
+            if not self._inline(k, claims):
                 return loop.run_in_executor(
                     self._executor, run_batch, self._runner, k, claims, self._watch
                 )
-            except RuntimeError as exc:  # the executor is shut down: the server is stopping
-                return _failed(loop, exc)
-        done: asyncio.Future[Outcome] = loop.create_future()
-        try:
-            done.set_result(run_batch(self._runner, k, claims, self._watch))
+            outcome = run_batch(self._runner, k, claims, self._watch)
         except Exception as exc:
-            done.set_exception(exc)
+            failed: asyncio.Future[Outcome] = loop.create_future()
+            failed.set_exception(exc)
+            return failed
+        done: asyncio.Future[Outcome] = loop.create_future()
+        done.set_result(outcome)
         return done
 
-    def _finish(self, k: int, claims: list[Claim], outcome: Outcome | None) -> None:
-        """Back on the loop: learn, answer, forward; naive survivors go on as their own
-        task, so stage 0 takes its next batch meanwhile (a fair baseline, not a serial one)."""
-        if outcome is None:
-            return
+    async def _outcome(
+        self, k: int, claims: list[Claim], running: asyncio.Future[Outcome]
+    ) -> Outcome | None:
+        """The batch's outcome, or None when its run failed (its requests are answered)."""
+        try:
+            return await running
+        except Exception as exc:  # the batch's requests fail; the stage goes on
+            self._fail(k, claims, exc)
+            return None
+
+    def _settle(self, k: int, claims: list[Claim], outcome: Outcome) -> Packet | None:
+        """Back on the loop: learn, answer, forward; the survivors when batches are
+        chained (naive). A failure here fails the batch's requests, as a failed run does."""
         try:
             self._learn(k, outcome)
-            forward = self._apply(k, outcome)
+            return self._apply(k, outcome)
         except Exception as exc:
             self._fail(k, claims, exc)
-            return
+            return None
+
+    def _finish(self, k: int, claims: list[Claim], outcome: Outcome | None) -> None:
+        """Settle the batch; naive survivors go on as their own task, so stage 0 takes its
+        next batch meanwhile (a fair baseline, not a serial one)."""
+        forward = None if outcome is None else self._settle(k, claims, outcome)
         if forward is not None:
             chain = asyncio.create_task(self._chain(k + 1, forward))
             self._chains.add(chain)
@@ -203,13 +213,8 @@ class Pipeline:
         """Naive early exit: one batch's survivors, alone, through the later stages."""
         while packet is not None:
             claims = [Claim(packet, 0, packet.size)]
-            try:
-                outcome = await self._start(k, claims)
-                self._learn(k, outcome)
-                packet = self._apply(k, outcome)
-            except Exception as exc:  # the batch's requests fail; the chain ends
-                self._fail(k, claims, exc)
-                packet = None
+            outcome = await self._outcome(k, claims, self._start(k, claims))
+            packet = None if outcome is None else self._settle(k, claims, outcome)
             k += 1
 
     def _inline(self, k: int, claims: list[Claim]) -> bool:
@@ -303,12 +308,6 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
-
-
-def _failed(loop: asyncio.AbstractEventLoop, exc: Exception) -> asyncio.Future[Outcome]:
-    failed: asyncio.Future[Outcome] = loop.create_future()
-    failed.set_exception(exc)
-    return failed
 
 
 def _rows_of(stage: Stage) -> Callable[[], float]:

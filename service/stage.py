@@ -78,11 +78,8 @@ class Stage:
         self._drop_dead(time.monotonic())
         if not self._queue and not self._shadows:
             return []
-        while (self.rows or self.shadow_rows) < self.max_batch:  # shadows never fill a batch early
-            left = self._deadline() - time.monotonic()
-            if left <= 0:
-                break
-            await self._woken(left)
+        while not self._due(time.monotonic()):
+            await self._woken(self._deadline() - time.monotonic())
         return self._claim()
 
     def take_due(self) -> list[Claim]:
@@ -93,11 +90,14 @@ class Stage:
         """
         now = time.monotonic()
         self._drop_dead(now)
-        if not self._queue:
+        if not self._queue or not self._due(now):
             return []  # a shadow-only batch goes through `collect`, which may wait for more
-        if self.rows < self.max_batch and self._deadline() > now:
-            return []
         return self._claim()
+
+    def _due(self, now: float) -> bool:
+        """Whether the batch must start now: full, or its oldest row has waited its delay.
+        Shadows never fill a batch of request rows early."""
+        return (self.rows or self.shadow_rows) >= self.max_batch or self._deadline() <= now
 
     def _deadline(self) -> float:
         """When the batch must start: its oldest request row's wait, else its shadows'."""

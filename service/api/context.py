@@ -9,7 +9,7 @@ import orjson
 from fastapi import Path, Request, Response
 from starlette.datastructures import State
 
-from models.manifest import NAME_PATTERN
+from models.manifest import NAME_PATTERN, VERSION_PATTERN
 from service.errors import NotReady
 from service.settings import Settings
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # Path parameters as the repository allows them; FastAPI refuses others with a 400 (see
 # api.errors) before any lookup, and the OpenAPI schema carries the patterns.
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, examples=["mnist"])]
-ModelVersion = Annotated[str, Path(pattern=r"^[0-9]{1,9}$", examples=["1"])]
+ModelVersion = Annotated[str, Path(pattern=VERSION_PATTERN, examples=["1"])]
 
 
 def dataplane(request: Request) -> DataPlane:

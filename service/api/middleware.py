@@ -10,9 +10,9 @@ import logging
 import time
 from collections.abc import Callable
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import error_body
 from service.metrics import UNKNOWN, Metrics
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ UNMATCHED = "unmatched"
 
 async def send_error(send: Send, status: int, message: str) -> None:
     """A complete `{"error": ...}` response, for middleware that answers by itself."""
-    body = orjson.dumps({"error": message})
+    body = error_body(message)
     await send(
         {
             "type": "http.response.start",
@@ -38,10 +38,8 @@ async def send_error(send: Send, status: int, message: str) -> None:
 class RequestMetrics:
     """Counts and times each request by route name and status; never by the raw path."""
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, model_names: Callable[[], list[str]]
-    ) -> None:
-        self.app, self.metrics, self.model_names = app, metrics, model_names
+    def __init__(self, app: ASGIApp, metrics: Metrics, serves: Callable[[str], bool]) -> None:
+        self.app, self.metrics, self.serves = app, metrics, serves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,7 +64,7 @@ class RequestMetrics:
         route = scope.get("route") or scope.get("endpoint")
         endpoint = str(getattr(route, "name", None) or getattr(route, "__name__", UNMATCHED))
         name = scope.get("path_params", {}).get("model_name")
-        model = name if name is not None and name in self.model_names() else UNKNOWN
+        model = name if name is not None and self.serves(name) else UNKNOWN
         self.metrics.record_request(model, endpoint, status, seconds)
 
 

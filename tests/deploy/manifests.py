@@ -178,8 +178,8 @@ class _NoDataPlane:
 
     metrics = None
 
-    def model_names(self) -> list[str]:
-        return []
+    def serves(self, name: str) -> bool:
+        return False
 
 
 class AppRoutes:

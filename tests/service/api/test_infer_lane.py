@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 import pytest
 
-from service.http_lane import infer_target
+from service.http_lane import InferLane
 from tests.service.api.test_slow_clients import Answer, connect, read_answer
 from tests.service.api.v2helpers import MODEL, binary_request, json_request
 from tests.service.conftest import LiveServer, LiveServerFactory
@@ -147,4 +147,4 @@ def _closed(sock: socket.socket) -> bool:
 def test_the_lane_takes_only_v2_infer(
     method: str, path: str, taken: tuple[str, str | None] | None
 ) -> None:
-    assert infer_target({"type": "http", "method": method, "path": path}) == taken
+    assert InferLane.target({"type": "http", "method": method, "path": path}) == taken

@@ -30,7 +30,7 @@ def _app(metrics: Metrics) -> Starlette:
     routes = [Route("/boom", _boom, name="boom"), Route("/m/{model_name}", _ok, name="model")]
     app = Starlette(routes=routes)
     app.add_middleware(CatchAll)
-    app.add_middleware(RequestMetrics, metrics=metrics, model_names=lambda: ["known"])
+    app.add_middleware(RequestMetrics, metrics=metrics, serves=lambda name: name == "known")
     return app
 
 
