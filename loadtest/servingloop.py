@@ -49,7 +49,7 @@ async def drive(
         i = first
         while time.perf_counter() < deadline:
             data = batches[i % len(batches)]
-            await plane.submit(InferenceInput(model, None, data, policy))
+            await plane.infer(InferenceInput(model, None, data, policy))
             done += len(data)
             i += concurrency
 

@@ -71,6 +71,40 @@ class _Part:
 
 def assemble(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
     """The claimed rows of live requests as one batch input, or None if none is left."""
+    if len(claims) == 1 and (batch := _whole_packet(claims[0])) is not None:
+        return batch
+    return _gather(runner, claims)
+
+
+def _whole_packet(claim: Claim) -> Batch | None:
+    """`assemble`'s usual case without its row bookkeeping: one claim of a whole packet
+    whose requests all still wait (every batch at one request in flight); else None."""
+    packet = claim.packet
+    if claim.start or claim.stop != packet.size or any(s.job.dead for s in packet.spans):
+        return None
+    pieces, waits, lo, real = [], [], 0, 0
+    wait = time.monotonic() - packet.queued_at
+    for span in packet.spans:
+        hi = lo + len(span.rows)
+        pieces.append(Piece(span.job, lo, hi, span.rows))
+        if not span.job.shadow:
+            real += hi - lo
+            if all(p.job is not span.job for p in pieces[:-1]):
+                waits.append(wait)
+        lo = hi
+    if not lo:
+        return None
+    pred = np.full(lo, -1, np.int64) if packet.pred is None else packet.pred
+    streak = np.zeros(lo, np.int32) if packet.streak is None else packet.streak
+    batch = Batch(packet.x, pieces, pred, streak, waits, real)
+    batch.trail = packet.trail
+    if packet.trail is None and packet.early is not None:  # stage 0, watched
+        batch.trail = Trail.fresh(lo, packet.early, True)
+    return batch
+
+
+def _gather(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
+    """`assemble` in general: parts of packets, dead requests' rows left out."""
     xs: list[Hidden] = []
     parts: list[_Part] = []
     pieces: list[Piece] = []

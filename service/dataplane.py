@@ -198,8 +198,16 @@ class DataPlane:
         return out
 
     async def infer(self, request: InferenceInput) -> InferenceResult:
-        """Validate, queue at stage 0 and wait (bounded) for every row's answer."""
-        return await self.submit(request)
+        """Validate, queue at stage 0 and wait (bounded) for every row's answer.
+
+        An answer ready at once (`Pipeline._solo`) still gives the loop one turn, as the
+        HTTP path's socket reads do: an in-process caller looping on `infer` must not keep
+        the server's other tasks (stage loops, reloads, timeouts) from running.
+        """
+        future = self.submit(request)
+        if future.done():
+            await asyncio.sleep(0)
+        return await future
 
     def submit(
         self, request: InferenceInput, loaded: Loaded | None = None
@@ -207,7 +215,9 @@ class DataPlane:
         """Validate and queue at stage 0; the future holds the answer or the error.
 
         A future rather than a coroutine, so a caller can wait on it beside other events
-        without wrapping it in a task. Timed out by a timer (cheaper than wait_for).
+        without wrapping it in a task. Timed out by a timer (cheaper than wait_for). It
+        may be done already (`Pipeline._solo`); a caller looping on it yields as `infer`
+        does.
         """
         if not self._started or self._draining:
             raise NotReady("the server is shutting down" if self._draining else "starting")
@@ -224,7 +234,9 @@ class DataPlane:
         except ExitServeError as exc:  # refused (overloaded, unloading): a failed inference
             self.metrics.record_inference(request.model, version, exc.status_code, 0.0)
             raise
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, future, timeout)
+        timer = None  # answered already when it ran at once (Pipeline._solo): no timeout
+        if not future.done():
+            timer = asyncio.get_running_loop().call_later(timeout, _expire, future, timeout)
         self._count_in(request.model)
         key = (request.model, version)
         future.add_done_callback(lambda f: self._settled(f, timer, key, begun))
@@ -243,12 +255,13 @@ class DataPlane:
     def _settled(
         self,
         future: asyncio.Future[InferenceResult],
-        timer: asyncio.TimerHandle,
+        timer: asyncio.TimerHandle | None,
         key: tuple[str, str],
         begun: float,
     ) -> None:
         """Count the request for Triton's success/fail statistics, by its answer's status."""
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         self._inflight[key[0]] -= 1
         seconds = time.monotonic() - begun
         if future.cancelled():

@@ -71,8 +71,8 @@ def decide(
     consecutive exits that agreed on it. Both are needed only by patience but are always
     carried, so every policy sees the same row state.
     """
-    new_pred = probs.argmax(axis=1).astype(np.int64)
-    new_streak = np.where(new_pred == pred, streak + 1, 1).astype(np.int32)
+    new_pred = probs.argmax(axis=1).astype(np.int64, copy=False)
+    new_streak = np.where(new_pred == pred, streak + 1, 1).astype(np.int32, copy=False)
     if exit_index >= policy.last_exit:
         exits = np.ones(len(probs), dtype=np.bool_)
     elif policy.kind == "patience":

@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from service.admission import admit
 from service.batch import Outcome, SegmentRunner, run_batch
 from service.errors import InferenceFailed, NotReady
+from service.inline import InlineRule
 from service.jobs import ByteBudget, Claim, Job, Packet
 from service.metrics import Metrics
 from service.pipeline_spec import PipelineSpec
@@ -71,7 +72,7 @@ class Pipeline:
                 str(stage.index),
             )
         self._jobs: set[Job] = set()
-        self._row_cost = [0.0] * len(self.stages)  # seconds per row, 0 until measured
+        self._rule = InlineRule(spec.inline_max_s, len(self.stages))
         self._idle = asyncio.Event()  # set while no request is in flight
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,7 +125,11 @@ class Pipeline:
         self.budget.take(cost)
         job.future.add_done_callback(lambda _: self._forget(job, cost))
         early = None if watch is None else watch.early
-        self.stages[0].put(Packet.entry(job, data, now, early))
+        packet = Packet.entry(job, data, now, early)
+        if self._solo(len(data)):
+            self._run_now([Claim(packet, 0, packet.size)])
+        else:
+            self.stages[0].put(packet)
         return job.future
 
     def _crowded(self, rows: int = 0, cost: int = 0) -> bool:
@@ -194,7 +199,7 @@ class Pipeline:
         """Back on the loop: learn, answer, forward; the survivors when batches are
         chained (naive). A failure here fails the batch's requests, as a failed run does."""
         try:
-            self._learn(k, outcome)
+            self._rule.learn(k, outcome.size, outcome.seconds)
             return self._apply(k, outcome)
         except Exception as exc:
             self._fail(k, claims, exc)
@@ -218,23 +223,27 @@ class Pipeline:
             k += 1
 
     def _inline(self, k: int, claims: list[Claim]) -> bool:
-        """Whether to run this batch on the event loop rather than the executor.
+        """Whether to run this batch on the event loop (service/inline.py)."""
+        return self._rule.quick(k, sum(c.stop - c.start for c in claims), self._jobs)
 
-        Only for the one request in flight (nothing else could use the executor), and only
-        when the run is expected to be short, since the loop reads no socket and fires no
-        timeout meanwhile: then it saves two thread handoffs (~0.2 ms, a third of a small
-        CNN's segment). The expectation is the stage's measured cost per row.
+    def _solo(self, rows: int) -> bool:
+        """Whether a request just admitted runs stage 0 at once, inside `submit`.
+
+        When it is the only request in flight, nothing waits at stage 0 and the run is
+        quick (service/inline.py), queueing it would only cost the stage loop's wake-up and
+        the caller's: two event-loop turns, a sizeable share of a one-sample request. Its
+        answer (or its survivors' packet for stage 1) is then ready when `submit` returns.
         """
-        limit, per_row = self.spec.inline_max_s, self._row_cost[k]
-        if not limit or not per_row or len(self._jobs) > 1:
-            return False
-        return per_row * sum(c.stop - c.start for c in claims) <= limit
+        return not self.stages[0].rows and self._rule.quick(0, rows, self._jobs)
 
-    def _learn(self, k: int, outcome: Outcome) -> None:
-        """Track stage k's compute per row (moving average) for `_inline`."""
-        if outcome.size:
-            cost, old = outcome.seconds / outcome.size, self._row_cost[k]
-            self._row_cost[k] = cost if not old else 0.8 * old + 0.2 * cost
+    def _run_now(self, claims: list[Claim]) -> None:
+        """Run stage 0 on `claims` here, on the event loop, and settle the batch."""
+        try:
+            outcome = run_batch(self._runner, 0, claims, self._watch)
+        except Exception as exc:  # as a failed executor run: the batch's requests fail
+            self._fail(0, claims, exc)
+            return
+        self._finish(0, claims, outcome)
 
     def _apply(self, k: int, outcome: Outcome) -> Packet | None:
         """Back on the loop: record, answer finished requests, forward survivors.

@@ -60,6 +60,11 @@ async def unless_disconnected(receive: Receive, work: asyncio.Future[T]) -> T:
     a future holding an error (a timeout) whose traceback holds the frame holding the
     future is a reference cycle, and it would keep the request's body alive.
     """
+    if work.done():  # answered already (Pipeline._solo): nothing to watch
+        try:
+            return work.result()
+        finally:
+            del work
     watch = _Watch(receive, work)
     try:
         return await work

@@ -272,7 +272,10 @@ def test_slow_stages_and_a_zero_limit_keep_runs_off_the_event_loop() -> None:
     assert len(slow.on_loop) == len(off.on_loop) == 6
 
 
-def test_concurrent_requests_run_on_the_executor() -> None:
+def test_requests_in_flight_together_run_on_the_executor() -> None:
+    """The first of two requests sent together is alone when it arrives, so its stage 0
+    runs at once on the loop (`Pipeline._solo`); every run while both are in flight goes
+    to the executor."""
     runner = ThreadRecorder(delay_s=0.001)
 
     async def test() -> None:
@@ -284,7 +287,29 @@ def test_concurrent_requests_run_on_the_executor() -> None:
 
     run(test)
     assert len(runner.on_loop) == 6
-    assert runner.on_loop[:3] == [False] * 3  # both requests still in flight
+    assert runner.on_loop[:2] == [True, False]
+
+
+def test_a_lone_quick_request_is_answered_inside_submit() -> None:
+    """Alone and quick, a request runs stage 0 inside `submit`: a one-exit answer is ready
+    when it returns, with no event-loop turn; one in flight beside it waits its turn."""
+    runner = ThreadRecorder()
+
+    async def test() -> None:
+        async with running(runner, delay_ms=0.0, inline_ms=50.0) as pipeline:
+            await pipeline.submit("learn", rows([0], [1]), POLICY, TIMEOUT_S)
+            alone = pipeline.submit("alone", rows([0], [3]), POLICY, TIMEOUT_S)
+            assert alone.done()
+            assert int(alone.result().label[0]) == 3
+            deep = pipeline.submit("deep", rows([2], [2]), POLICY, TIMEOUT_S)
+            assert not deep.done()  # survivors queued at stage 1
+            beside = pipeline.submit("beside", rows([0], [1]), POLICY, TIMEOUT_S)
+            assert not beside.done()  # `deep` is in flight: queued, not run at once
+            done = await asyncio.gather(deep, beside)
+            assert [int(r.label[0]) for r in done] == [2, 1]
+
+    run(test)
+    assert runner.on_loop[1:3] == [True, True]  # `alone`'s and `deep`'s stage 0
 
 
 def test_survivor_delay_applies_after_the_first_stage() -> None:
