@@ -3,7 +3,9 @@
 Each stage loop collects a batch, runs it on the shared bounded executor (so segments of
 different stages overlap) and then, back on the event loop, answers the requests whose
 last rows exited and queues the survivors for the next stage, where they meet survivors
-of other batches. A segment run that raises fails exactly the requests in that batch;
+of other batches. A quick batch runs on the loop itself when its request is the only one
+in flight (service/inline.py); such a request runs stage 0 inside `submit`, without the
+queue. A segment run that raises fails exactly the requests in that batch;
 the loop carries on. Admission is the only place load is refused, so no accepted row is
 ever dropped between stages. Shadow rows (fidelity control, service/shadows.py) are the
 exception by design: nobody waits on them, and under load they are dropped (counted as
@@ -100,7 +102,8 @@ class Pipeline:
         timeout_s: float,
         watched: bool = False,
     ) -> asyncio.Future[InferenceResult]:
-        """Queue a request's rows at stage 0; Overloaded when the queues are full.
+        """Queue a request's rows at stage 0 (or run them now: `_solo`); Overloaded when
+        the queues are full.
 
         `watched`: the request runs under the version's default policy, so its rows are
         fidelity control's evidence (and its early answers may be shadowed).

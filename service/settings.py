@@ -91,7 +91,8 @@ class Settings(BaseSettings):
         le=100,
         description="run a segment on the event loop, not a worker thread, when its request "
         "is the only one in flight and the run is expected to take at most this long: two "
-        "thread handoffs saved at low load; 0 = never (docs/benchmarks.md)",
+        "thread handoffs saved at low load (stage 0 then runs as the request is admitted, "
+        "without the queue); 0 = never (docs/benchmarks.md)",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     scheduling: Literal["stage", "naive", "none"] = Field(
