@@ -82,16 +82,16 @@ def _whole_packet(claim: Claim) -> Batch | None:
     packet = claim.packet
     if claim.start or claim.stop != packet.size or any(s.job.dead for s in packet.spans):
         return None
-    pieces, waits, lo, real = [], [], 0, 0
-    wait = time.monotonic() - packet.queued_at
+    pieces, lo, real = [], 0, 0
+    waiting: set[Job] = set()  # one wait per request, as `_gather` counts them
     for span in packet.spans:
         hi = lo + len(span.rows)
         pieces.append(Piece(span.job, lo, hi, span.rows))
         if not span.job.shadow:
             real += hi - lo
-            if all(p.job is not span.job for p in pieces[:-1]):
-                waits.append(wait)
+            waiting.add(span.job)
         lo = hi
+    waits = [time.monotonic() - packet.queued_at] * len(waiting)
     if not lo:
         return None
     pred = np.full(lo, -1, np.int64) if packet.pred is None else packet.pred
