@@ -95,9 +95,11 @@ def observed(srv: Server, model: str, run: Callable[[], Report]) -> Report:
     return replace(rep, server_cpu=server, machine_cpu=machine, exit_distribution=dist)
 
 
-def warm(srv: Server, model: str, bodies: Bodies) -> None:
-    """A second of load before the first measurement on a fresh server (not recorded)."""
-    run_wrk(url_of(srv, model), bodies, 8, 1.0)
+def warm(
+    srv: Server, model: str, bodies: Bodies, connections: int = 8, seconds: float = 1.0
+) -> None:
+    """Load before the first measurement on a fresh server (not recorded)."""
+    run_wrk(url_of(srv, model), bodies, connections, seconds)
 
 
 def wrk_step(
