@@ -14,7 +14,9 @@ that begins in the same read as the previous request's body ends is counted from
 read on: it may exceed the cap by at most one read; still bounded.)
 
 v2 infer requests on a data port are handed to the infer lane (service/http_lane.py)
-rather than the app: same limits, same connection handling, no ASGI stack.
+rather than the app: same limits, same connection handling, no ASGI stack. The lane
+starts a request once its body is complete if that happens in the read that completed its
+head (or had happened, for a pipelined one), else it runs as a task reading the body.
 
 A connection opened beyond `max_connections` gets its request answered with 503 +
 Retry-After instead of run, then closes; connections already open are not affected.
@@ -26,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import (
@@ -112,6 +115,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._head_bytes = 0
         self._requests = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._reading = False  # in `data_received`
+        self._lane_next: tuple[RequestResponseCycle, tuple[str, str | None]] | None = None
         if len(self.connections) > self.limits.max_connections:
             log.warning(
                 "%d connections open (max_connections); answering 503", len(self.connections)
@@ -126,10 +131,16 @@ class LimitedHttpTools(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._phase == "idle":
             self._start_phase("head")
-        while data and self._phase != "body" and not self.transport.is_closing():
-            data = self._feed_head(data)
-        if data and not self.transport.is_closing():
-            super().data_received(data)
+        self._reading = True
+        try:
+            while data and self._phase != "body" and not self.transport.is_closing():
+                data = self._feed_head(data)
+            if data and not self.transport.is_closing():
+                super().data_received(data)
+        finally:
+            self._reading = False
+        if self._lane_next is not None:  # the body goes on past this read
+            self._lane_task(*self._lane_next)
         self._arm_deadline()
 
     def _feed_head(self, data: bytes) -> bytes:
@@ -164,8 +175,20 @@ class LimitedHttpTools(HttpToolsProtocol):
             target = lane.target(cycle.scope)
         if lane is None or target is None:
             super()._start_asgi_task(cycle, app)
-            return
-        task = self.loop.create_task(lane.serve(cycle, *target))
+        elif self._reading:  # its body may end in this same read: `on_message_complete`
+            self._lane_next = (cycle, target)
+        else:  # pipelined, started as the answer before it went out: a task, not a
+            self._lane_task(cycle, target)  # call chain as deep as the pipeline
+
+    def _lane_task(self, cycle: RequestResponseCycle, target: tuple[str, str | None]) -> None:
+        """The lane's request as a task that reads its body (`InferLane.serve`)."""
+        self._lane_next = None
+        assert self.lane is not None
+        self._spawn(self.lane.serve(cycle, *target))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as one of the server's tasks (awaited at shutdown)."""
+        task = self.loop.create_task(work)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -173,6 +196,14 @@ class LimitedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
         self._start_phase("idle")
         self._head_bytes = 0
+        waiting = self._lane_next
+        if waiting is not None and waiting[0] is self.cycle:
+            cycle, target = waiting
+            if self.lane is not None and self.lane.in_hand(cycle):
+                self._lane_next = None
+                self.lane.start(cycle, *target, self._spawn)
+            else:
+                self._lane_task(cycle, target)
 
     def _start_phase(self, phase: Phase) -> None:
         self._cancel_deadline()

@@ -34,6 +34,13 @@ async def read_body(headers: Headers, receive: Receive, max_bytes: int) -> bytes
     return body if encoding == "identity" else _decompress(body, encoding, max_bytes)
 
 
+def body_in_hand(body: bytes, max_bytes: int) -> bytes:
+    """`read_body`'s limit for an uncompressed body already read whole (the infer lane)."""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(_too_large(max_bytes))
+    return body
+
+
 async def _read_all(receive: Receive, max_bytes: int) -> bytes:
     chunks, size, more = [], 0, True
     while more:

@@ -4,22 +4,28 @@
 It needs only what both have: the app's state, the request headers and ASGI `receive`
 (for the body and to notice a client that hangs up). One model lookup per request, so
 decoding and queueing see the same version even if a reload lands in between.
+`start_infer` is the same core for a body already in hand, small and not compressed: the
+lane runs it in the protocol's own callback, with no task and no ASGI message.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 from starlette.datastructures import Headers, State
 from starlette.types import Receive
 
-from service.api.body import read_body
+from service.api.body import body_in_hand, read_body
 from service.api.context import serving_plane
 from service.api.disconnect import unless_disconnected
 from service.api.offload import decode
-from service.protocol.v2_decode import HEADER_LENGTH, decode_infer
+from service.protocol.v2_decode import HEADER_LENGTH, DecodedInfer, decode_infer
 from service.protocol.v2_encode import EncodedResponse, encode_infer
 from service.settings import Settings
+from service.types import InferenceResult
+
+Started = tuple["asyncio.Future[InferenceResult]", DecodedInfer]
 
 
 async def answer_infer(
@@ -40,3 +46,22 @@ async def answer_infer(
     )
     result = await unless_disconnected(receive, plane.submit(decoded.request, loaded))
     return encode_infer(result, decoded.outputs, decoded.request_id)
+
+
+def start_infer(
+    state: State, headers: Headers, body: bytes, name: str, version: str | None
+) -> Started:
+    """`answer_infer` up to the queue, for a whole body in hand that decodes inline
+    (`body_in_hand`): the answer's future (done already when stage 0 ran at once) and
+    the decoded request the answer is encoded for."""
+    plane, limits = serving_plane(state), cast(Settings, state.settings)
+    loaded = plane.lookup(name, version)
+    body = body_in_hand(body, limits.max_body_bytes)
+    decoded = decode_infer(
+        body,
+        headers.get(HEADER_LENGTH),
+        loaded.manifest,
+        limits.max_samples_per_request,
+        loaded.tokens,
+    )
+    return plane.submit(decoded.request, loaded), decoded
