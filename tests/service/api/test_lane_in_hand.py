@@ -80,6 +80,7 @@ async def connection(repository: Path, **settings: Any) -> AsyncIterator[Limited
             ws="none",
             lifespan="off",
             log_config=None,
+            access_log=False,  # as served: else uvicorn hands every request to the app
             proxy_headers=False,
         )
         config.load()
