@@ -156,6 +156,9 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # A request answered within this read armed the idle keep-alive timer; one that
+        # follows it in the same read is not idle time (uvicorn disarms it per read only).
+        self._unset_keepalive_if_required()
         if self._phase == "idle":  # a pipelined request that began in the last one's read
             self._start_phase("head")
 

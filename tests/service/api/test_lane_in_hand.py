@@ -191,3 +191,28 @@ def test_requests_pipelined_behind_a_queued_one_are_answered_in_order(
             assert json.loads(answers[2].partition(b"\r\n\r\n")[2])["outputs"]
 
     run(body_)
+
+
+def test_no_idle_timer_runs_while_a_request_of_the_same_read_is_in_flight(
+    tiny_repository: Path, samples: np.ndarray
+) -> None:
+    """The first request is answered within the read and arms uvicorn's keep-alive timer;
+    the second, in the same read, goes on past stage 0: that timer must not close it."""
+    one, headers = binary_request(samples[:1])
+    deep = json_request(samples[:1], parameters={"full_depth": True})
+
+    async def body_() -> None:
+        async with connection(tiny_repository, inline_max_ms=100) as protocol:
+            protocol.data_received(request(one, headers))  # teaches stage 0's cost
+            await answered_by_tasks(protocol)
+            protocol.data_received(request(one, headers) + request(deep))
+            assert protocol.tasks, "the full-depth request waits past stage 0"
+            assert protocol.timeout_keep_alive_task is None
+            while protocol.tasks:
+                await asyncio.gather(*protocol.tasks)
+            statuses = [
+                int(a[:3]) for a in bytes(recorder(protocol).written).split(b"HTTP/1.1 ")[1:]
+            ]
+            assert statuses == [200, 200]
+
+    run(body_)
