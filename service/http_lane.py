@@ -111,11 +111,11 @@ class InferLane:
         decoded: DecodedInfer,
     ) -> None:
         try:
-            result = await unless_disconnected(cast(Receive, cycle.receive), future)
-            out: Outcome = encode_infer(result, decoded.outputs, decoded.request_id)
-        except Exception as exc:
-            out = exc
-        self._reply(cycle, name, begun, out)
+            await unless_disconnected(cast(Receive, cycle.receive), future)
+        except Exception as exc:  # the client hung up, or the request failed
+            self._reply(cycle, name, begun, exc)
+            return
+        self._reply(cycle, name, begun, _encoded(future, decoded))
 
     async def serve(self, cycle: RequestResponseCycle, name: str, version: str | None) -> None:
         """Answer the cycle's request: exactly one response, or none if the client is gone."""

@@ -200,10 +200,10 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._start_phase("idle")
         self._head_bytes = 0
         waiting = self._lane_next
-        if waiting is not None and waiting[0] is self.cycle:
+        if waiting is not None and waiting[0] is self.cycle and self.lane is not None:
+            self._lane_next = None
             cycle, target = waiting
-            if self.lane is not None and self.lane.in_hand(cycle):
-                self._lane_next = None
+            if self.lane.in_hand(cycle):
                 self.lane.start(cycle, *target, self._spawn)
             else:
                 self._lane_task(cycle, target)

@@ -11,7 +11,7 @@ lane runs it in the protocol's own callback, with no task and no ASGI message.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from starlette.datastructures import Headers, State
 from starlette.types import Receive
@@ -25,6 +25,11 @@ from service.protocol.v2_encode import EncodedResponse, encode_infer
 from service.settings import Settings
 from service.types import InferenceResult
 
+if TYPE_CHECKING:
+    from models.manifest import Manifest
+    from service.registry import Loaded
+    from service.text import Tokens
+
 Started = tuple["asyncio.Future[InferenceResult]", DecodedInfer]
 
 
@@ -35,15 +40,7 @@ async def answer_infer(
     plane, limits = serving_plane(state), cast(Settings, state.settings)
     loaded = plane.lookup(name, version)
     body = await read_body(headers, receive, limits.max_body_bytes)
-    decoded = await decode(
-        state,
-        body,
-        decode_infer,
-        headers.get(HEADER_LENGTH),
-        loaded.manifest,
-        limits.max_samples_per_request,
-        loaded.tokens,
-    )
+    decoded = await decode(state, body, decode_infer, *_decoding(headers, loaded, limits))
     result = await unless_disconnected(receive, plane.submit(decoded.request, loaded))
     return encode_infer(result, decoded.outputs, decoded.request_id)
 
@@ -57,11 +54,17 @@ def start_infer(
     plane, limits = serving_plane(state), cast(Settings, state.settings)
     loaded = plane.lookup(name, version)
     body = body_in_hand(body, limits.max_body_bytes)
-    decoded = decode_infer(
-        body,
+    decoded = decode_infer(body, *_decoding(headers, loaded, limits))
+    return plane.submit(decoded.request, loaded), decoded
+
+
+def _decoding(
+    headers: Headers, loaded: Loaded, limits: Settings
+) -> tuple[str | None, Manifest, int, Tokens | None]:
+    """`decode_infer`'s arguments after the body, the same for both ways in."""
+    return (
         headers.get(HEADER_LENGTH),
         loaded.manifest,
         limits.max_samples_per_request,
         loaded.tokens,
     )
-    return plane.submit(decoded.request, loaded), decoded

@@ -19,7 +19,7 @@ import pytest
 
 from service.http_lane import InferLane
 from tests.service.api.test_slow_clients import Answer, connect, read_answer
-from tests.service.api.v2helpers import MODEL, binary_request, json_request
+from tests.service.api.v2helpers import MODEL, binary_request, json_request, raw_post
 from tests.service.conftest import LiveServer, LiveServerFactory
 
 ARGS = ["--device", "cpu", "--max-body-bytes", str(1 << 20)]
@@ -31,28 +31,22 @@ def servers(live_server: LiveServerFactory) -> Iterator[tuple[LiveServer, LiveSe
         yield lane, app
 
 
-def _request(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return head.encode() + b"\r\n" + body
-
-
 def _cases(samples: np.ndarray) -> dict[str, bytes]:
     infer = f"/v2/models/{MODEL}/infer"
     binary, binary_headers = binary_request(samples[:3])
     good_json = json_request(samples[:2])
     return {
-        "json": _request(infer, good_json),
-        "versioned": _request(f"/v2/models/{MODEL}/versions/1/infer", good_json),
-        "binary": _request(infer, binary, binary_headers),
-        "gzip": _request(infer, gzip.compress(good_json), {"Content-Encoding": "gzip"}),
-        "bad json": _request(infer, b'{"inputs": [}'),
-        "wrong shape": _request(infer, json_request(np.zeros((1, 5), dtype=np.float32))),
-        "unknown model": _request("/v2/models/nope/infer", good_json),
-        "unknown version": _request(f"/v2/models/{MODEL}/versions/9/infer", good_json),
-        "too large": _request(infer, b" " * ((1 << 20) + 1)),
-        "bad encoding": _request(infer, good_json, {"Content-Encoding": "br"}),
-        "bad name": _request("/v2/models/bad name!/infer", good_json),
+        "json": raw_post(infer, good_json),
+        "versioned": raw_post(f"/v2/models/{MODEL}/versions/1/infer", good_json),
+        "binary": raw_post(infer, binary, binary_headers),
+        "gzip": raw_post(infer, gzip.compress(good_json), {"Content-Encoding": "gzip"}),
+        "bad json": raw_post(infer, b'{"inputs": [}'),
+        "wrong shape": raw_post(infer, json_request(np.zeros((1, 5), dtype=np.float32))),
+        "unknown model": raw_post("/v2/models/nope/infer", good_json),
+        "unknown version": raw_post(f"/v2/models/{MODEL}/versions/9/infer", good_json),
+        "too large": raw_post(infer, b" " * ((1 << 20) + 1)),
+        "bad encoding": raw_post(infer, good_json, {"Content-Encoding": "br"}),
+        "bad name": raw_post("/v2/models/bad name!/infer", good_json),
     }
 
 
@@ -108,7 +102,7 @@ def test_connection_close_is_honoured(
 ) -> None:
     lane, _ = servers
     body = json_request(samples[:1])
-    request = _request(f"/v2/models/{MODEL}/infer", body, {"Connection": "close"})
+    request = raw_post(f"/v2/models/{MODEL}/infer", body, {"Connection": "close"})
     with connect(lane) as sock:
         sock.sendall(request)
         answer = read_answer(sock)

@@ -24,7 +24,7 @@ from service.app import create_app
 from service.http_lane import InferLane
 from service.http_limits import LimitedHttpTools, Limits, protocol_class
 from service.settings import Settings
-from tests.service.api.v2helpers import MODEL, binary_request, json_request
+from tests.service.api.v2helpers import MODEL, binary_request, json_request, raw_post
 from tests.service.engine.conftest import run
 
 INFER = f"/v2/models/{MODEL}/infer"
@@ -95,9 +95,12 @@ async def connection(repository: Path, **settings: Any) -> AsyncIterator[Limited
 
 
 def request(body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    head = f"POST {INFER} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return head.encode() + b"\r\n" + body
+    return raw_post(INFER, body, headers)
+
+
+def responses(protocol: LimitedHttpTools) -> list[bytes]:
+    """Each response written so far, from its status code on."""
+    return bytes(recorder(protocol).written).split(b"HTTP/1.1 ")[1:]
 
 
 def recorder(protocol: LimitedHttpTools) -> Recorder:
@@ -185,7 +188,7 @@ def test_requests_pipelined_behind_a_queued_one_are_answered_in_order(
             protocol.data_received(reads)  # the first is queued: the others wait behind it
             while protocol.tasks:
                 await asyncio.gather(*protocol.tasks)
-            answers = bytes(recorder(protocol).written).split(b"HTTP/1.1 ")[1:]
+            answers = responses(protocol)
             statuses = [int(a[:3]) for a in answers]
             assert statuses == [200, 400, 200]
             assert json.loads(answers[2].partition(b"\r\n\r\n")[2])["outputs"]
@@ -210,9 +213,7 @@ def test_no_idle_timer_runs_while_a_request_of_the_same_read_is_in_flight(
             assert protocol.timeout_keep_alive_task is None
             while protocol.tasks:
                 await asyncio.gather(*protocol.tasks)
-            statuses = [
-                int(a[:3]) for a in bytes(recorder(protocol).written).split(b"HTTP/1.1 ")[1:]
-            ]
+            statuses = [int(a[:3]) for a in responses(protocol)]
             assert statuses == [200, 200]
 
     run(body_)

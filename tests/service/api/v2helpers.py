@@ -156,3 +156,10 @@ def wait_for_inflight(metrics_url: str, count: int, timeout_s: float = 10.0) -> 
     while inflight(metrics_url) < count:
         assert time.monotonic() < deadline, f"never saw {count} requests in flight"
         time.sleep(0.02)
+
+
+def raw_post(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 POST as bytes on the wire."""
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return head.encode() + b"\r\n" + body
