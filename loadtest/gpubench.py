@@ -19,7 +19,7 @@ import click
 
 from loadtest import devicechain, servingloop
 from loadtest.benchdoc import GEN_BEGIN, GEN_END, between, table
-from loadtest.benchsteps import Load, Step, labels_of, rounds, url_of, wrk_step
+from loadtest.benchsteps import Load, Server, Step, labels_of, rounds, url_of, wrk_step
 from loadtest.doccheck import stray_numbers
 from loadtest.figures import Json, Results, finite, fmt, per_round, row_json, spread
 from loadtest.server import running_server
@@ -28,6 +28,7 @@ from service.sessions import cuda_available
 BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 OVERLAY = Path(__file__).resolve().parents[1] / "deploy/k8s/overlays/gpu/config.env"
 LOADS = ((256, 8), (64, 8), (1, 32))  # samples per request, concurrent clients
+ONE = ", one batch in flight"  # the rows of the server with batches_in_flight 1
 FD = {"full_depth": True}
 EARLIER = (
     "> **From an earlier run ({date}), before the benchmark was reworked (issue 14).** Not "
@@ -93,23 +94,47 @@ class Where:
 
 
 def measure_on(where: Where, load: Load, run: Json) -> Section:
-    """Server (wrk), serving loop and device, both modes, every load, interleaved by round."""
-    res, model, secs = Results(run=run, machine={}), where.model, float(run["seconds"])
+    """Server (wrk), serving loop and device, both modes, every load, interleaved by round;
+    beside them, at the batched loads, a server running one batch per stage at a time."""
+    res, model = Results(run=run, machine={}), where.model
     click.echo(f"GPU section on {run['card']}")
-    with running_server(where.repo, load.folder, env=where.env) as srv:
+    single_env = one_in_flight(where.env)
+    with (
+        running_server(where.repo, load.folder, env=where.env) as srv,
+        running_server(where.repo, load.folder, env=single_env) as single,
+    ):
         steps = {"device": _device(res, where, load)}
         for per, clients in LOADS:
-            for mode, params in (("early exit", None), ("full depth", FD)):
-                name = f"{per}/request, {mode}"
-                bodies = load.bodies(per, params)
-                steps[name] = wrk_step(res, "gpu", name, lambda: srv, model, bodies, clients, secs)
+            steps.update(_server_steps(res, srv, model, load, (per, clients)))
             steps[f"loop {per}"] = _loop(res, where, len(load.x), per, clients)
+        for per, clients in LOADS[:2]:
+            steps.update(_server_steps(res, single, model, load, (per, clients), ONE))
         rounds(steps, int(run["rounds"]))
         ee, truth = labels_of(url_of(srv, model), load.requests(64))
         fd, _ = labels_of(url_of(srv, model), load.requests(64, FD))
     res.accuracy = {"images": len(truth), "early_exit": float((ee == truth).mean())}
     res.accuracy.update(full_depth=float((fd == truth).mean()), agreement=float((ee == fd).mean()))
     return _section(res, where.env)
+
+
+def one_in_flight(env: dict[str, str]) -> dict[str, str]:
+    """The overlay's settings with one batch of each stage running at a time."""
+    batching = json.loads(env.get("EXITSERVE_BATCHING", "{}"))
+    return {**env, "EXITSERVE_BATCHING": json.dumps({**batching, "batches_in_flight": 1})}
+
+
+def _server_steps(
+    res: Results, srv: Server, model: str, load: Load, level: tuple[int, int], suffix: str = ""
+) -> dict[str, Step]:
+    """wrk against `srv` at one load (samples per request, clients), both modes."""
+    per, clients = level
+    secs = float(res.run["seconds"])
+    steps = {}
+    for mode, params in (("early exit", None), ("full depth", FD)):
+        name = f"{per}/request, {mode}{suffix}"
+        bodies = load.bodies(per, params)
+        steps[name] = wrk_step(res, "gpu", name, lambda: srv, model, bodies, clients, secs)
+    return steps
 
 
 def _device(res: Results, where: Where, load: Load) -> Step:
@@ -163,12 +188,27 @@ def _levels(res: Results) -> list[Json]:
     return out
 
 
+def _in_flight(res: Results) -> list[Json]:
+    """The overlay's server over the one-batch-in-flight server, round by round."""
+    out = []
+    for per, _ in LOADS[:2]:
+        for mode in ("early exit", "full depth"):
+            name = f"{per}/request, {mode}"
+            two = [r.samples_per_s for r in res.row("gpu", name).reports]
+            one = [r.samples_per_s for r in res.row("gpu", name + ONE).reports]
+            out.append(
+                {"load": f"{per}/request", "mode": mode, "ratio": per_round(two, one, "ratio")}
+            )
+    return out
+
+
 def _section(res: Results, env: dict[str, str]) -> Section:
     levels = _levels(res)
     doc: Json = {
         "run": res.run,
         "batching": env.get("EXITSERVE_BATCHING", "default"),
         "levels": levels,
+        "in_flight": _in_flight(res),
         "rows": [row_json(r) for r in res.tables["gpu"]],
         "accuracy": res.accuracy,
     }
@@ -189,6 +229,9 @@ def render(g: Json) -> list[str]:
             f"| {fmt(lv['loop_vs_device'], '.2f')} |"
         )
     a = g["accuracy"]
+    overlap = ", ".join(
+        f"{lv['mode']} {fmt(lv['ratio'], '.2f')}× at {lv['load']}" for lv in g.get("in_flight", [])
+    )
     return [
         BEGIN,
         "## GPU",
@@ -204,6 +247,15 @@ def render(g: Json) -> list[str]:
         "",
         *lines,
         "",
+        *(
+            [
+                f"The overlay's server against one running a batch per stage at a time (rows "
+                f"marked '{ONE[2:]}'), throughput: {overlap}.",
+                "",
+            ]
+            if overlap
+            else []
+        ),
         f"Accuracy on the same {a['images']} images: early exit {a['early_exit']:.4f}, full "
         f"depth {a['full_depth']:.4f}, agreement {a['agreement']:.4f}.",
         "",

@@ -163,7 +163,7 @@ class ModelRegistry:
             batching = self._settings.batching_for(name)
             default = resolve_policy(manifest, NO_OVERRIDE)
             runtime = ModelRuntime(manifest, folder, self._settings)
-            runtime.warm_up(sorted({1, batching.max_batch_size}))
+            runtime.warm_up(sorted({1, batching.max_batch_size, *batching.max_batch_sizes}))
         except Exception as exc:  # corrupt ONNX, missing files, bad manifest, provider
             reason = _reason(exc, folder)
             self.errors[(name, version)] = reason

@@ -15,6 +15,7 @@ shed) before any request could be refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class Pipeline:
             watch.crowded = self._crowded
         shadow_delay = 0.0 if watch is None else watch.fid.config.shadow_delay_ms / 1000.0
         self.stages = [
-            Stage(k, spec.batching.max_batch_size, spec.batching.delay_at(k), shadow_delay)
+            Stage(k, spec.batching.max_batch_at(k), spec.batching.delay_at(k), shadow_delay)
             for k in range(len(spec.macs))
         ]
         for stage in self.stages:
@@ -80,6 +81,7 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._chains: set[asyncio.Task[None]] = set()  # naive mode's survivor chains
         self._closing = False
+        self._closed = False  # close() has answered every request left
 
     @property
     def in_flight(self) -> int:
@@ -156,6 +158,9 @@ class Pipeline:
     async def _stage_loop(self, stage: Stage) -> None:
         """Collect a batch and run it; as a batch comes back, start the next due one before
         answering it, so the worker does not sit idle while the event loop catches up."""
+        if self.spec.batching.batches_in_flight > 1:
+            await self._overlapped_loop(stage, self.spec.batching.batches_in_flight)
+            return
         k = stage.index
         while True:
             claims = await stage.collect()
@@ -169,6 +174,38 @@ class Pipeline:
                 claims = following
                 if inline and any(s.rows for s in self.stages):
                     await asyncio.sleep(0)
+
+    async def _overlapped_loop(self, stage: Stage, limit: int) -> None:
+        """Up to `limit` batches of the stage running at once (GPUs: the device runs one
+        while another's rows are assembled or answered); each is settled as it comes back,
+        in whatever order."""
+        slots = asyncio.Semaphore(limit)
+        while True:
+            await slots.acquire()
+            claims = await stage.collect()
+            if not claims:
+                slots.release()
+                continue
+            running = self._start(stage.index, claims)
+            running.add_done_callback(functools.partial(self._landed, stage.index, claims, slots))
+
+    def _landed(
+        self,
+        k: int,
+        claims: list[Claim],
+        slots: asyncio.Semaphore,
+        running: asyncio.Future[Outcome],
+    ) -> None:
+        """An overlapped batch is back: free its slot, then settle it (or fail its
+        requests); nothing to do once the pipeline is closed, which answered them all."""
+        slots.release()
+        if self._closed or running.cancelled():
+            return
+        exc = running.exception()
+        if exc is not None:
+            self._fail(k, claims, exc if isinstance(exc, Exception) else RuntimeError(exc))
+            return
+        self._finish(k, claims, running.result())
 
     def _start(self, k: int, claims: list[Claim]) -> asyncio.Future[Outcome]:
         """The batch running on the executor, or already run inline (see `_inline`); a
@@ -310,7 +347,7 @@ class Pipeline:
 
     async def close(self) -> None:
         """Answer whatever is left with NotReady and stop the stage loops."""
-        self._closing = True
+        self._closing = self._closed = True
         for stage in self.stages:
             stage.clear()
         for job in list(self._jobs):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +33,26 @@ class BatchingConfig(BaseModel):
         "batches merge; None = max_queue_delay_ms. Those batches are small, and a request "
         "waits for its slowest row: 0 on GPUs (docs/benchmarks.md, GPU section)",
     )
+
+    max_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=list,
+        description="per-stage max_batch_size, stage 0 first (comma-separated as a flag); a "
+        "stage past the list's end takes max_batch_size. On a GPU a small stage-0 batch leaves "
+        "it idle while later stages see few rows",
+    )
+    batches_in_flight: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="batches of one stage running at once, each on its own worker thread "
+        "(executor_threads): 1 on CPU, where one run already uses every core; 2 on GPUs, so "
+        "the device runs the next batch while the last one's answers are handled",
+    )
+
+    def max_batch_at(self, stage: int) -> int:
+        """The most rows in one run of `stage`."""
+        sizes = self.max_batch_sizes
+        return sizes[stage] if stage < len(sizes) else self.max_batch_size
 
     def delay_at(self, stage: int) -> float:
         """The wait, in seconds, at `stage`."""

@@ -75,6 +75,24 @@ def _click_type(annotation: Any) -> click.ParamType[Any] | type[Any]:
         return click.Choice([str(a) for a in get_args(annotation)])
     if annotation is Path:
         return click.Path(path_type=Path)
+    if get_origin(annotation) is list:
+        return IntList()  # the only list setting: per-stage batch sizes
     if annotation in (int, float, str):
         return annotation  # type: ignore[no-any-return]
     raise TypeError(f"no flag type for setting type {annotation!r}; add one here")
+
+
+class IntList(click.ParamType[list[int]]):
+    """Comma-separated integers (`64,32,16`); pydantic checks each value's range."""
+
+    name = "ints"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            return [int(part) for part in str(value).split(",") if part.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)

@@ -36,6 +36,17 @@ def test_overlay_settings_are_valid_server_settings(monkeypatch: pytest.MonkeyPa
     settings = Settings()
     assert settings.device == "cuda"
     assert settings.batching.max_batch_size >= 64
+    assert settings.batching.batches_in_flight >= 2  # the variant below then differs
+
+
+def test_the_one_in_flight_variant_changes_only_that_setting() -> None:
+    env = gpubench.overlay_env()
+    single = gpubench.one_in_flight(env)
+    got, overlay = (json.loads(e["EXITSERVE_BATCHING"]) for e in (single, env))
+    assert got == {**overlay, "batches_in_flight": 1}
+    assert {k: v for k, v in single.items() if k != "EXITSERVE_BATCHING"} == {
+        k: v for k, v in env.items() if k != "EXITSERVE_BATCHING"
+    }
 
 
 def test_a_section_from_before_the_rework_is_kept_but_marked(tmp_path: Path) -> None:
@@ -134,4 +145,10 @@ def test_the_whole_section_measures_and_renders_on_the_cpu_provider(
         assert lv["loop"]["median"] > 0
         assert lv["device"]["median"] > 0
     assert section.json["accuracy"]["agreement"] > 0.9
+    overlap = section.json["in_flight"]
+    assert [(lv["load"], lv["mode"]) for lv in overlap] == [
+        (f"{per}/request", mode) for per in (256, 64) for mode in ("early exit", "full depth")
+    ]
+    assert all(lv["ratio"]["median"] > 0 for lv in overlap)
+    assert "one batch in flight" in "\n".join(section.lines)
     assert stray_numbers("\n".join(section.lines), {"gpu": section.json}) == []

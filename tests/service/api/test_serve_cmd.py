@@ -38,6 +38,16 @@ def test_flags_override_environment_and_batching_merges(
     assert settings.batching.max_queue_delay_ms == 7
 
 
+def test_per_stage_batch_sizes_come_as_a_comma_separated_flag(tmp_path: Path) -> None:
+    option = next(p for p in serve.params if "--max-batch-sizes" in p.opts)
+    sizes = option.type_cast_value(click.Context(serve), "64, 16")
+    settings = Settings(**settings_values({"max_batch_sizes": sizes, "model_repository": tmp_path}))
+    assert settings.batching.max_batch_sizes == [64, 16]
+    assert [settings.batching.max_batch_at(k) for k in range(3)] == [64, 16, 32]
+    with pytest.raises(click.BadParameter, match="comma-separated list of integers"):
+        option.type_cast_value(click.Context(serve), "64,lots")
+
+
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.cli", "serve", *args],
@@ -54,10 +64,18 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         (["--port", "70000"], {}, "--port / EXITSERVE_HTTP_PORT"),
         (["--metrics-port", "8000", "--port", "8000"], {}, "metrics_port must differ"),
         (["--max-batch-size", "0"], {}, "--max-batch-size"),
+        (["--max-batch-sizes", "64,0"], {}, "--max-batch-sizes"),
         ([], {"EXITSERVE_MAX_BODY_BYTES": "lots"}, "EXITSERVE_MAX_BODY_BYTES"),
         (["--model-repository", "/does/not/exist"], {}, "is not a folder"),
     ],
-    ids=["port range", "same ports", "batch size", "env not a number", "no repository"],
+    ids=[
+        "port range",
+        "same ports",
+        "batch size",
+        "stage batch size",
+        "env not a number",
+        "no repository",
+    ],
 )
 def test_bad_settings_exit_2_with_a_clear_message(
     args: list[str], env: dict[str, str], says: str, tmp_path: Path

@@ -36,13 +36,20 @@ async def running(
     inline_ms: float = 0.0,
     chain: bool = False,
     executor: ThreadPoolExecutor | None = None,
+    in_flight: int = 1,
+    stage_sizes: tuple[int, ...] = (),
 ) -> AsyncIterator[Pipeline]:
     spec = PipelineSpec(
         model="m",
         version="1",
         classes=CLASSES,
         macs=(10, 20, 30)[: runner.segments],
-        batching=BatchingConfig(max_batch_size=max_batch, max_queue_delay_ms=delay_ms),
+        batching=BatchingConfig(
+            max_batch_size=max_batch,
+            max_queue_delay_ms=delay_ms,
+            batches_in_flight=in_flight,
+            max_batch_sizes=list(stage_sizes),
+        ),
         max_queue_samples=max_queue,
         inline_max_s=inline_ms / 1000.0,
         chain_batches=chain,
@@ -408,3 +415,68 @@ def test_the_next_due_batch_is_handed_over_before_the_last_is_answered() -> None
 
     run(test)
     assert handed == [(0, ["a"], False), (0, ["b"], False)]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_second_batch_of_a_stage_runs_beside_a_stalled_one_only_when_allowed(
+    in_flight: int,
+) -> None:
+    """batches_in_flight=2 (GPUs): a request queued behind a stage-0 batch that has not come
+    back runs and is answered meanwhile; with the default 1 it waits for that batch."""
+    runner = GatedFirstRunner()
+
+    async def test() -> None:
+        async with running(runner, delay_ms=0.0, in_flight=in_flight) as pipeline:
+            first = pipeline.submit("a", rows([0], [1]), POLICY, TIMEOUT_S)
+            await asyncio.to_thread(runner.started.wait, TIMEOUT_S)
+            second = pipeline.submit("b", rows([0], [2], tag=1), POLICY, TIMEOUT_S)
+            wait_s = TIMEOUT_S if in_flight > 1 else 0.3  # 1: it cannot start before release
+            done, _ = await asyncio.wait({second}, timeout=wait_s)
+            assert (second in done) == (in_flight > 1)
+            assert not first.done()
+            runner.release.set()
+            assert int((await first).label[0]) == 1
+            assert int((await second).label[0]) == 2
+            assert pipeline.in_flight == 0
+
+    run(test)
+
+
+def test_overlapped_batches_answer_every_request_and_survive_a_failed_run() -> None:
+    """With two batches in flight per stage, random requests across three stages are each
+    answered once, and a failing run fails only its own batch's requests."""
+    runner = FakeRunner(fail=lambda k, x: k == 1 and bool((x[:, 2] >= 99).any()))
+
+    async def test() -> None:
+        async with running(runner, max_batch=3, delay_ms=0.0, in_flight=2) as pipeline:
+            good = [
+                pipeline.submit(f"r{i}", rows([i % 3, 0], [1, 2], tag=i), POLICY, TIMEOUT_S)
+                for i in range(30)
+            ]
+            bad = pipeline.submit("bad", rows([2], [1], tag=99), POLICY, TIMEOUT_S)
+            with pytest.raises(InferenceFailed):
+                await bad
+            results = await asyncio.gather(*good, return_exceptions=True)
+            answered = [r for r in results if not isinstance(r, BaseException)]
+            # only requests sharing the bad row's stage-1 batch may fail with it
+            assert len(answered) >= len(good) - 2
+            for result in answered:
+                assert result.label.tolist() == [1, 2]
+            assert pipeline.in_flight == 0
+
+    run(test)
+
+
+def test_each_stage_takes_its_own_max_batch_size() -> None:
+    """max_batch_sizes=[2, 6]: stage 0 runs at most 2 rows; stage 1 waits (up to its 1 s
+    delay) until its 6 rows fill one batch."""
+    runner = FakeRunner()
+
+    async def test() -> None:
+        async with running(runner, max_batch=4, delay_ms=1000.0, stage_sizes=(2, 6)) as pipeline:
+            result = await pipeline.submit("six", rows([1] * 6, [3] * 6), POLICY, TIMEOUT_S)
+            assert result.exit_index.tolist() == [1] * 6
+
+    run(test)
+    assert [len(x) for k, x in runner.batches if k == 0] == [2, 2, 2]
+    assert [len(x) for k, x in runner.batches if k == 1] == [6]
