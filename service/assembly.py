@@ -32,7 +32,7 @@ class SegmentRunner(Protocol):
 
     def take(self, x: Hidden, rows: Rows) -> Hidden: ...
 
-    def concat(self, xs: list[Hidden]) -> Hidden: ...
+    def select(self, parts: list[tuple[Hidden, Rows | None]]) -> Hidden: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,9 @@ def _whole_packet(claim: Claim) -> Batch | None:
     """`assemble`'s usual case without its row bookkeeping: one claim of a whole packet
     whose requests all still wait (every batch at one request in flight); else None."""
     packet = claim.packet
-    if claim.start or claim.stop != packet.size or any(s.job.dead for s in packet.spans):
+    if claim.start or claim.stop != packet.size or packet.sel is not None:
+        return None
+    if any(s.job.dead for s in packet.spans):
         return None
     pieces, lo, real = [], 0, 0
     waiting: set[Job] = set()  # one wait per request, as `_gather` counts them
@@ -105,7 +107,7 @@ def _whole_packet(claim: Claim) -> Batch | None:
 
 def _gather(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
     """`assemble` in general: parts of packets, dead requests' rows left out."""
-    xs: list[Hidden] = []
+    xs: list[tuple[Hidden, Rows | None]] = []
     parts: list[_Part] = []
     pieces: list[Piece] = []
     waits: list[float] = []
@@ -120,7 +122,7 @@ def _gather(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
         idx = None  # the usual case: the whole packet, no row indexing
         if len(live) < len(claimed) or claim.stop - claim.start < packet.size:
             idx = np.concatenate([np.arange(lo, hi, dtype=np.int64) for _, lo, hi, _ in live])
-        xs.append(packet.x if idx is None else runner.take(packet.x, idx))
+        xs.append((packet.x, _rows_of_x(packet.sel, idx)))
         parts.append(_Part(packet, idx, packet.size if idx is None else len(idx)))
         for job, lo, hi, rows in live:
             start = pieces[-1].hi if pieces else 0
@@ -130,13 +132,21 @@ def _gather(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
                 waits.append(now - packet.queued_at)
     if not pieces:
         return None
-    x = runner.concat(xs)
+    x = runner.select(xs)
     real = sum(p.hi - p.lo for p in pieces if not p.job.shadow)  # stages claim shadows last
     pred = _column([(p.packet.pred, p) for p in parts], -1, np.int64)
     streak = _column([(p.packet.streak, p) for p in parts], 0, np.int32)
     batch = Batch(x, pieces, pred, streak, waits, real)
     batch.trail = _trails(parts)
     return batch
+
+
+def _rows_of_x(sel: Rows | None, idx: Rows | None) -> Rows | None:
+    """Which rows of a packet's `x` a claim takes: its packet rows `idx` (None: all),
+    through the rows the packet names in `x` (None: all of `x`)."""
+    if sel is None or idx is None:
+        return sel if idx is None else idx
+    return sel[idx]
 
 
 def _column(

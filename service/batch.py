@@ -188,12 +188,16 @@ def _packet(
     spans: list[Span],
     trail: Trail | None,
 ) -> Packet:
-    """Batch rows `keep` with their hidden rows as one packet for stage k+1 (one Gather)."""
+    """Batch rows `keep` with their hidden rows as one packet for stage k+1. On the host
+    the rows are copied out (one Gather); on a device the packet names them in the whole
+    hidden state, and the next batch gathers them as it merges its parts (no run here)."""
     if out.hidden is None:
         raise RuntimeError(f"rows survived segment {k}, which has no hidden output")
     keep = keep.astype(np.int64, copy=False)
-    hidden = out.hidden if len(keep) == len(pred) else runner.take(out.hidden, keep)
+    every, named = len(keep) == len(pred), isinstance(out.hidden, ort.OrtValue)
+    hidden = out.hidden if every or named else runner.take(out.hidden, keep)
     packet = Packet(hidden, spans, pred[keep], streak[keep], queued_at=time.monotonic())
+    packet.sel = keep if named and not every else None
     packet.trail = None if trail is None else trail.take(keep)
     return packet
 

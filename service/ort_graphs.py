@@ -48,6 +48,25 @@ def concat_model(elem_type: int, rank: int, arity: int) -> bytes:
     return _serialise(graph)
 
 
+@lru_cache(maxsize=64)
+def select_model(elem_type: int, rank: int, arity: int) -> bytes:
+    """`out = concat(in0[idx0], ..., in{arity-1}[idx{arity-1}])` along axis 0: a stage
+    batch from its parts' chosen rows in one run."""
+    inputs, nodes = [], []
+    for i in range(arity):
+        inputs += [_tensor(f"in{i}", elem_type, rank), _tensor(f"idx{i}", TensorProto.INT64, 1)]
+        nodes.append(helper.make_node("Gather", [f"in{i}", f"idx{i}"], [f"g{i}"], axis=0))
+    gathered = [f"g{i}" for i in range(arity)]
+    if arity == 1:
+        nodes[0].output[0] = "out"
+    else:
+        nodes.append(helper.make_node("Concat", gathered, ["out"], axis=0))
+    graph = helper.make_graph(
+        nodes, f"select_rows_{arity}", inputs, [_tensor("out", elem_type, rank)]
+    )
+    return _serialise(graph)
+
+
 def _serialise(graph: onnx.GraphProto) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8  # readable by every onnxruntime >= 1.14

@@ -3,25 +3,24 @@
 Two paths. Plain: numpy in, numpy out (the CPU default). Bound: I/O binding with
 OrtValues, where each segment's hidden output stays where the provider put it and only
 the exit's probabilities are copied to the host; survivors' rows are picked and merged by
-tiny Gather/Concat graphs on the same provider. CUDA uses the bound path; `io_binding=on`
-forces it on CPU too, so that the tests exercise it without a GPU.
+tiny Gather/Concat graphs on the same provider (service/device_rows.py). CUDA uses the
+bound path; `io_binding=on` forces it on CPU too, so that the tests exercise it without a
+GPU.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from models.manifest import Manifest, Segment
-from service.ort_graphs import ELEM_TYPES, concat_model, gather_model
+from service.device_rows import DeviceRows, Hidden
 from service.sessions import Placement, ProviderError, choose_placement, create_session
 from service.settings import Settings
 from service.text import TextRows, Tokens, concat_rows, length_groups
@@ -29,10 +28,9 @@ from service.verification import VersionMismatch, check_output, check_signatures
 
 log = logging.getLogger(__name__)
 
-Tensor: TypeAlias = npt.NDArray[Any] | ort.OrtValue
-Hidden: TypeAlias = Tensor | TextRows
+__all__ = ["Hidden", "ModelRuntime", "SegmentOutput"]
+
 WARM_TEXT = "a short warm-up text, "
-MAX_CONCAT_ARITY = 8  # wider merges are done in rounds, so few graphs are ever built
 
 
 @dataclass(frozen=True)
@@ -55,9 +53,8 @@ class ModelRuntime:
             mode == "on" or (mode == "auto" and self.placement.device_type != "cpu")
         )
         self._settings = settings
-        self._graphs: dict[tuple[int, ...], ort.InferenceSession] = {}
-        self._graphs_lock = threading.Lock()
         self._label = f"model '{manifest.name}' version '{manifest.version}'"
+        self.rows = DeviceRows(settings, self.placement, self._label)
         self._sessions = [self._open(version_dir, seg) for seg in manifest.segments]
         check_signatures(manifest, self._sessions)
         self.tokens = None if manifest.text is None else self._tokens(version_dir)
@@ -150,66 +147,15 @@ class ModelRuntime:
 
     def take(self, x: Hidden, rows: npt.NDArray[np.int64]) -> Hidden:
         """Rows `rows` of x, in that order, where x lives."""
-        if isinstance(x, TextRows):
-            return x.take(rows)
-        if not isinstance(x, ort.OrtValue):
-            return x[rows]
-        sess = self._graph(_elem_type(x), len(x.shape()))
-        binding = sess.io_binding()
-        binding.bind_ortvalue_input("data", x)
-        binding.bind_cpu_input("indices", np.ascontiguousarray(rows, dtype=np.int64))
-        binding.bind_output("out", self.placement.device_type, self.placement.device_id)
-        sess.run_with_iobinding(binding)
-        out: ort.OrtValue = binding.get_outputs()[0]
-        return out
+        return self.rows.take(x, rows)
 
     def concat(self, xs: Sequence[Hidden]) -> Hidden:
         """The rows of every x, in order, as one batch."""
-        if len(xs) == 1:
-            return xs[0]
-        texts = [x for x in xs if isinstance(x, TextRows)]
-        if texts:
-            return concat_rows(texts)
-        if not any(isinstance(x, ort.OrtValue) for x in xs):
-            return np.concatenate([x for x in xs if isinstance(x, np.ndarray)], axis=0)
-        parts: list[Tensor] = [x for x in xs if not isinstance(x, TextRows)]
-        while len(parts) > 1:
-            step = MAX_CONCAT_ARITY
-            parts = [self._concat_bound(parts[i : i + step]) for i in range(0, len(parts), step)]
-        return parts[0]
+        return self.rows.concat(xs)
 
-    def _concat_bound(self, xs: Sequence[Tensor]) -> Tensor:
-        if len(xs) == 1:
-            return xs[0]
-        values = [x if isinstance(x, ort.OrtValue) else self._to_device(x) for x in xs]
-        sess = self._graph(_elem_type(values[0]), len(values[0].shape()), len(values))
-        binding = sess.io_binding()
-        for i, v in enumerate(values):
-            binding.bind_ortvalue_input(f"in{i}", v)
-        binding.bind_output("out", self.placement.device_type, self.placement.device_id)
-        sess.run_with_iobinding(binding)
-        out: ort.OrtValue = binding.get_outputs()[0]
-        return out
-
-    def _to_device(self, x: npt.NDArray[Any]) -> ort.OrtValue:
-        dev, dev_id = self.placement.device_type, self.placement.device_id
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), dev, dev_id)
-
-    def _graph(self, elem_type: int, rank: int, arity: int = 0) -> ort.InferenceSession:
-        """The Gather (arity 0) or Concat graph session for this tensor kind, built once."""
-        key = (elem_type, rank, arity)
-        with self._graphs_lock:
-            sess = self._graphs.get(key)
-            if sess is None:
-                model = (
-                    gather_model(elem_type, rank)
-                    if arity == 0
-                    else concat_model(elem_type, rank, arity)
-                )
-                label = f"{self._label} {'gather' if arity == 0 else f'concat{arity}'} graph"
-                sess = create_session(model, self._settings, self.placement, label)
-                self._graphs[key] = sess
-            return sess
+    def select(self, parts: Sequence[tuple[Hidden, npt.NDArray[np.int64] | None]]) -> Hidden:
+        """The chosen rows of each part, in order, as one batch (see service/device_rows.py)."""
+        return self.rows.select(parts)
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
         """Run the whole chain (and the row graphs) once per batch size before traffic,
@@ -225,9 +171,9 @@ class ModelRuntime:
                     break
                 # exercise the row graphs the scheduler uses between stages
                 rows = np.arange(n, dtype=np.int64)
-                x = self.take(self.concat([out.hidden, self.take(out.hidden, rows[:1])]), rows)
+                x = self.take(self.select([(out.hidden, rows[::-1]), (out.hidden, rows[:1])]), rows)
         if self.bound:
-            self._prebuild_concat_graphs()
+            self._prebuild_row_graphs()
 
     def _warm_input(self, n: int) -> Hidden:
         """Pixels in range for an image model; real texts of mixed lengths for a text one,
@@ -245,18 +191,16 @@ class ModelRuntime:
                 f"segments[{seg.index}] ({seg.file}) failed its warm-up run with {n} rows: {reason}"
             ) from exc
 
-    def _prebuild_concat_graphs(self) -> None:
+    def _prebuild_row_graphs(self) -> None:
         for seg in self.manifest.segments:
             if seg.hidden_output is not None:
-                elem = ELEM_TYPES[seg.hidden_output.datatype]
-                for arity in range(2, MAX_CONCAT_ARITY + 1):
-                    self._graph(elem, len(seg.hidden_output.shape) + 1, arity)
+                out = seg.hidden_output
+                self.rows.prebuild(out.datatype, len(out.shape) + 1)
 
     def close(self) -> None:
         """Drop the sessions; onnxruntime frees them when the last reference goes."""
         self._sessions = []
-        with self._graphs_lock:
-            self._graphs.clear()
+        self.rows.clear()
 
     def _where(self, seg: Segment) -> str:
         return f"{self._label} segment {seg.index}"
@@ -266,8 +210,3 @@ def _shape(x: Hidden) -> tuple[int, ...]:
     if isinstance(x, TextRows):
         return tuple(x.data.shape)
     return tuple(x.shape()) if isinstance(x, ort.OrtValue) else tuple(x.shape)
-
-
-def _elem_type(x: ort.OrtValue) -> int:
-    kind = x.data_type()  # e.g. "tensor(float)"
-    return {"tensor(float)": ELEM_TYPES["FP32"], "tensor(float16)": ELEM_TYPES["FP16"]}[kind]

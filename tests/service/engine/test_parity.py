@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 import pytest
 
+from service.device_rows import DeviceRows, Hidden
 from service.settings import Settings
 from service.types import InferenceInput, InferenceResult, PolicyOverride
 from tests.service.engine.conftest import Reference, run, split_threshold, started
@@ -128,3 +131,39 @@ def test_max_exit_caps_the_depth(
         np.testing.assert_allclose(probs, reference.probs[0], atol=1e-5)
 
     run(test)
+
+
+def test_on_a_device_survivors_are_gathered_as_the_next_batch_merges_them(
+    make_settings: Callable[..., Settings],
+    reference: Reference,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bound path: a batch whose rows partly exit forwards its survivors by naming their
+    rows, so no Gather runs as it ends; the next stage picks and merges them in one
+    select run per batch, and the answers are still the segments' own."""
+    calls = {"take": 0, "select": 0}
+    take, select = DeviceRows.take, DeviceRows.select
+
+    def counted_take(self: DeviceRows, x: Hidden, rows: npt.NDArray[np.int64]) -> Hidden:
+        calls["take"] += isinstance(x, ort.OrtValue)
+        return take(self, x, rows)
+
+    def counted_select(self: DeviceRows, parts: list[tuple[Hidden, Any]]) -> Hidden:
+        calls["select"] += any(isinstance(x, ort.OrtValue) for x, _ in parts)
+        return select(self, parts)
+
+    t = split_threshold(score("confidence", reference.probs[0]).astype(np.float32))
+    override = PolicyOverride(policy="confidence", threshold=t)
+    settings = make_settings(io_binding="on", batching={"max_batch_size": 16})
+
+    async def test() -> None:
+        async with started(settings) as plane:
+            monkeypatch.setattr(DeviceRows, "take", counted_take)
+            monkeypatch.setattr(DeviceRows, "select", counted_select)
+            result = await plane.infer(InferenceInput("tiny", None, reference.x, override))
+        assert len(np.unique(result.exit_index)) >= 2  # some rows went on, some did not
+        check(reference, *merged([result]), "confidence", [t] * reference.manifest.num_exits)
+
+    run(test)
+    assert calls["take"] == 0
+    assert calls["select"] > 0

@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
 from models.manifest import load_manifest
-from service.runtime import MAX_CONCAT_ARITY, ModelRuntime
+from service.device_rows import MAX_CONCAT_ARITY, Hidden
+from service.runtime import ModelRuntime
 from service.sessions import ProviderError, cuda_available, session_options
 from service.settings import Settings
 from tests.service.engine.conftest import Reference
@@ -43,6 +45,26 @@ def test_bound_path_keeps_hidden_states_in_ortvalues(
     nxt = bound.run(1, bound.concat([out.hidden, taken]))
     assert nxt.probs.shape == (9, 10)
     np.testing.assert_allclose(nxt.probs[:6], reference.probs[1][:6], atol=1e-5)
+
+
+def test_select_gathers_and_merges_parts_in_rounds_where_they_live(
+    bound: ModelRuntime, reference: Reference
+) -> None:
+    out = bound.run(0, reference.x[:6])
+    assert isinstance(out.hidden, ort.OrtValue)
+    host = out.hidden.numpy()
+    rng = np.random.default_rng(3)
+    parts: list[tuple[Hidden, npt.NDArray[np.int64] | None]] = []
+    expected = []
+    for i in range(2 * MAX_CONCAT_ARITY + 3):  # merged in rounds
+        rows = None if i % 4 == 0 else rng.integers(0, 6, 1 + i % 3).astype(np.int64)
+        x: Hidden = host if i % 5 == 1 else out.hidden  # host parts are moved over
+        parts.append((x, rows))
+        expected.append(host if rows is None else host[rows])
+    merged = bound.select(parts)
+    assert isinstance(merged, ort.OrtValue)
+    np.testing.assert_array_equal(merged.numpy(), np.concatenate(expected))
+    assert bound.select([(out.hidden, None)]) is out.hidden  # nothing to do
 
 
 def test_per_session_pools_do_not_spin(make_settings: Callable[..., Settings]) -> None:

@@ -63,8 +63,8 @@ class FakeRunner:
         assert isinstance(x, np.ndarray)
         return x[rows]
 
-    def concat(self, xs: Sequence[Hidden]) -> Hidden:
-        return np.concatenate([np.asarray(x) for x in xs])
+    def select(self, parts: Sequence[tuple[Hidden, npt.NDArray[np.int64] | None]]) -> Hidden:
+        return np.concatenate([np.asarray(x if r is None else x[r]) for x, r in parts])
 
     def tags_run(self, stage: int) -> set[float]:
         """Every tag that some batch of `stage` ran."""
