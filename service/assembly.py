@@ -144,8 +144,10 @@ def _gather(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
 def _rows_of_x(sel: Rows | None, idx: Rows | None) -> Rows | None:
     """Which rows of a packet's `x` a claim takes: its packet rows `idx` (None: all),
     through the rows the packet names in `x` (None: all of `x`)."""
-    if sel is None or idx is None:
-        return sel if idx is None else idx
+    if sel is None:
+        return idx
+    if idx is None:
+        return sel
     return sel[idx]
 
 

@@ -222,8 +222,9 @@ class Packet:
     start: int = 0  # rows before it were already claimed by a batch
     trail: Trail | None = None  # fidelity control's memory of the rows; None when off
     early: int | None = None  # at stage 0: the early exits of the trail its rows get
-    sel: Rows | None = None  # its rows of `x`, in order (None: all): on a device, the
-    # batch that forwarded them left them in its hidden state (service/device_rows.py)
+    # Its rows of `x`, in order (None: all of them). On a device a batch forwards its
+    # survivors by naming their rows in its hidden state (service/device_rows.py).
+    sel: Rows | None = None
     offsets: list[int] = field(init=False)
 
     def __post_init__(self) -> None:

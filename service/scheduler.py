@@ -1,12 +1,12 @@
 """Stage batching for one model version: a queue and batcher per segment, survivors merged.
 
-Each stage loop collects a batch, runs it on the shared bounded executor (so segments of
-different stages overlap) and then, back on the event loop, answers the requests whose
-last rows exited and queues the survivors for the next stage, where they meet survivors
-of other batches. A quick batch runs on the loop itself when its request is the only one
-in flight (service/inline.py); such a request runs stage 0 inside `submit`, without the
-queue. A segment run that raises fails exactly the requests in that batch;
-the loop carries on. Admission is the only place load is refused, so no accepted row is
+Each stage loop (service/stage_loops.py) collects a batch, runs it on the shared bounded
+executor (so segments of different stages overlap) and then, back on the event loop,
+answers the requests whose last rows exited and queues the survivors for the next stage,
+where they meet survivors of other batches. A quick batch runs on the loop itself when its
+request is the only one in flight (service/inline.py); such a request runs stage 0 inside
+`submit`, without the queue. A segment run that raises fails exactly the requests in that
+batch; the loop carries on. Admission is the only place load is refused, so no accepted row is
 ever dropped between stages. Shadow rows (fidelity control, service/shadows.py) are the
 exception by design: nobody waits on them, and under load they are dropped (counted as
 shed) before any request could be refused.
@@ -15,7 +15,6 @@ shed) before any request could be refused.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from service.policies import ExitPolicy
 from service.runtime import Hidden
 from service.shadows import Watch, crowded, observe, shed
 from service.stage import Stage
+from service.stage_loops import overlapped, serial
 from service.types import InferenceResult
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._chains: set[asyncio.Task[None]] = set()  # naive mode's survivor chains
         self._closing = False
-        self._closed = False  # close() has answered every request left
+        self.closed = False  # close() has answered every request left
 
     @property
     def in_flight(self) -> int:
@@ -156,58 +156,15 @@ class Pipeline:
             self._idle.set()
 
     async def _stage_loop(self, stage: Stage) -> None:
-        """Collect a batch and run it; as a batch comes back, start the next due one before
-        answering it, so the worker does not sit idle while the event loop catches up."""
-        if self.spec.batching.batches_in_flight > 1:
-            await self._overlapped_loop(stage, self.spec.batching.batches_in_flight)
-            return
-        k = stage.index
-        while True:
-            claims = await stage.collect()
-            running = self._start(k, claims) if claims else None
-            while running is not None:
-                inline = running.done()  # run on the loop: let it read sockets after
-                outcome = await self._outcome(k, claims, running)
-                following = stage.take_due()
-                running = self._start(k, following) if following else None
-                self._finish(k, claims, outcome)
-                claims = following
-                if inline and any(s.rows for s in self.stages):
-                    await asyncio.sleep(0)
+        """The stage's loop (service/stage_loops.py), cancelled at close."""
+        limit = self.spec.batching.batches_in_flight
+        await (overlapped(self, stage, limit) if limit > 1 else serial(self, stage))
 
-    async def _overlapped_loop(self, stage: Stage, limit: int) -> None:
-        """Up to `limit` batches of the stage running at once (GPUs: the device runs one
-        while another's rows are assembled or answered); each is settled as it comes back,
-        in whatever order."""
-        slots = asyncio.Semaphore(limit)
-        while True:
-            await slots.acquire()
-            claims = await stage.collect()
-            if not claims:
-                slots.release()
-                continue
-            running = self._start(stage.index, claims)
-            running.add_done_callback(functools.partial(self._landed, stage.index, claims, slots))
+    def queued(self) -> bool:
+        """Whether rows wait at any stage."""
+        return any(s.rows for s in self.stages)
 
-    def _landed(
-        self,
-        k: int,
-        claims: list[Claim],
-        slots: asyncio.Semaphore,
-        running: asyncio.Future[Outcome],
-    ) -> None:
-        """An overlapped batch is back: free its slot, then settle it (or fail its
-        requests); nothing to do once the pipeline is closed, which answered them all."""
-        slots.release()
-        if self._closed or running.cancelled():
-            return
-        exc = running.exception()
-        if exc is not None:
-            self._fail(k, claims, exc if isinstance(exc, Exception) else RuntimeError(exc))
-            return
-        self._finish(k, claims, running.result())
-
-    def _start(self, k: int, claims: list[Claim]) -> asyncio.Future[Outcome]:
+    def start_batch(self, k: int, claims: list[Claim]) -> asyncio.Future[Outcome]:
         """The batch running on the executor, or already run inline (see `_inline`); a
         failure to start (the executor shut down at stop) is the future's error."""
         loop = asyncio.get_running_loop()
@@ -225,14 +182,14 @@ class Pipeline:
         done.set_result(outcome)
         return done
 
-    async def _outcome(
+    async def outcome(
         self, k: int, claims: list[Claim], running: asyncio.Future[Outcome]
     ) -> Outcome | None:
         """The batch's outcome, or None when its run failed (its requests are answered)."""
         try:
             return await running
         except Exception as exc:  # the batch's requests fail; the stage goes on
-            self._fail(k, claims, exc)
+            self.fail(k, claims, exc)
             return None
 
     def _settle(self, k: int, claims: list[Claim], outcome: Outcome) -> Packet | None:
@@ -242,10 +199,10 @@ class Pipeline:
             self._rule.learn(k, outcome.size, outcome.seconds)
             return self._apply(k, outcome)
         except Exception as exc:
-            self._fail(k, claims, exc)
+            self.fail(k, claims, exc)
             return None
 
-    def _finish(self, k: int, claims: list[Claim], outcome: Outcome | None) -> None:
+    def finish(self, k: int, claims: list[Claim], outcome: Outcome | None) -> None:
         """Settle the batch; naive survivors go on as their own task, so stage 0 takes its
         next batch meanwhile (a fair baseline, not a serial one)."""
         forward = None if outcome is None else self._settle(k, claims, outcome)
@@ -258,7 +215,7 @@ class Pipeline:
         """Naive early exit: one batch's survivors, alone, through the later stages."""
         while packet is not None:
             claims = [Claim(packet, 0, packet.size)]
-            outcome = await self._outcome(k, claims, self._start(k, claims))
+            outcome = await self.outcome(k, claims, self.start_batch(k, claims))
             packet = None if outcome is None else self._settle(k, claims, outcome)
             k += 1
 
@@ -281,9 +238,9 @@ class Pipeline:
         try:
             outcome = run_batch(self._runner, 0, claims, self._watch)
         except Exception as exc:  # as a failed executor run: the batch's requests fail
-            self._fail(0, claims, exc)
+            self.fail(0, claims, exc)
             return
-        self._finish(0, claims, outcome)
+        self.finish(0, claims, outcome)
 
     def _apply(self, k: int, outcome: Outcome) -> Packet | None:
         """Back on the loop: record, answer finished requests, forward survivors.
@@ -323,7 +280,7 @@ class Pipeline:
         self.stages[k + 1].put(outcome.forward)
         return None
 
-    def _fail(self, k: int, claims: list[Claim], exc: Exception) -> None:
+    def fail(self, k: int, claims: list[Claim], exc: Exception) -> None:
         """Every request with rows in the failed batch gets one clean 500."""
         spec = self.spec
         log.error("%s v%s segment %d failed: %r", spec.model, spec.version, k, exc)
@@ -347,7 +304,7 @@ class Pipeline:
 
     async def close(self) -> None:
         """Answer whatever is left with NotReady and stop the stage loops."""
-        self._closing = self._closed = True
+        self._closing = self.closed = True
         for stage in self.stages:
             stage.clear()
         for job in list(self._jobs):
