@@ -37,8 +37,9 @@ class BatchingConfig(BaseModel):
     max_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=list,
         description="per-stage max_batch_size, stage 0 first (comma-separated as a flag); a "
-        "stage past the list's end takes max_batch_size. On a GPU a small stage-0 batch leaves "
-        "it idle while later stages see few rows",
+        "stage past the list's end takes max_batch_size, and entries past a model's last stage "
+        "are ignored (the list may serve models of several depths). On a GPU a small stage-0 "
+        "batch leaves it idle while later stages see few rows",
     )
     batches_in_flight: int = Field(
         1,
