@@ -196,8 +196,8 @@ def _packet(
     keep = keep.astype(np.int64, copy=False)
     every, named = len(keep) == len(pred), isinstance(out.hidden, ort.OrtValue)
     hidden = out.hidden if every or named else runner.take(out.hidden, keep)
-    packet = Packet(hidden, spans, pred[keep], streak[keep], queued_at=time.monotonic())
-    packet.sel = keep if named and not every else None
+    sel = keep if named and not every else None
+    packet = Packet(hidden, spans, pred[keep], streak[keep], time.monotonic(), sel=sel)
     packet.trail = None if trail is None else trail.take(keep)
     return packet
 
