@@ -117,6 +117,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._reading = False  # in `data_received`
         self._lane_next: tuple[RequestResponseCycle, tuple[str, str | None]] | None = None
+        self._lane_work: asyncio.Future[Any] | None = None  # a started request's answer
         if len(self.connections) > self.limits.max_connections:
             log.warning(
                 "%d connections open (max_connections); answering 503", len(self.connections)
@@ -126,7 +127,9 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # marks the cycle disconnected: the lane answers 499
+        if self._lane_work is not None:  # nobody will read it: its rows stop running
+            self._lane_work.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._phase == "idle":
@@ -195,6 +198,18 @@ class LimitedHttpTools(HttpToolsProtocol):
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
+    def _track(self, work: asyncio.Future[Any]) -> None:
+        """Hold a started request's pending answer: among the server's tasks, so shutdown
+        waits for it, and cancelled if the connection is lost."""
+        self.tasks.add(work)  # type: ignore[arg-type]  # uvicorn only awaits and cancels
+        self._lane_work = work
+        work.add_done_callback(self._untrack)
+
+    def _untrack(self, work: asyncio.Future[Any]) -> None:
+        self.tasks.discard(work)
+        if self._lane_work is work:
+            self._lane_work = None
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._start_phase("idle")
@@ -204,7 +219,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._lane_next = None
             cycle, target = waiting
             if self.lane.in_hand(cycle):
-                self.lane.start(cycle, *target, self._spawn)
+                self.lane.start(cycle, *target, self._track)
             else:
                 self._lane_task(cycle, target)
 

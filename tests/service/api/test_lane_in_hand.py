@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import uvicorn
+from prometheus_client import CollectorRegistry
 from uvicorn.server import ServerState
 
 from service.app import create_app
@@ -217,3 +218,40 @@ def test_no_idle_timer_runs_while_a_request_of_the_same_read_is_in_flight(
             assert statuses == [200, 200]
 
     run(body_)
+
+
+def test_a_queued_request_whose_client_hangs_up_is_dropped_and_counted(
+    tiny_repository: Path, samples: np.ndarray
+) -> None:
+    """The protocol cancels the pending answer when the connection is lost: the rows are
+    never run, nothing is written, and the request is counted as 499."""
+    body, headers = binary_request(samples[:1])
+
+    async def body_() -> None:
+        async with connection(tiny_repository, inline_max_ms=0) as protocol:  # all queued
+            protocol.data_received(request(body, headers))
+            assert (await answered_by_tasks(protocol))[0] == 200
+            assert _answered_samples(protocol) == 1
+            protocol.data_received(request(body, headers))
+            assert protocol.tasks, "the request waits for its answer"
+            protocol.connection_lost(None)
+            while protocol.tasks:
+                await asyncio.gather(*protocol.tasks, return_exceptions=True)
+            await asyncio.sleep(0.05)  # the stage loop has had its turns
+            assert not recorder(protocol).written
+            assert _answered_samples(protocol) == 1, "a gone client's row was run"
+            counted = {"model": MODEL, "endpoint": "infer", "code": "499"}
+            assert _registry(protocol).get_sample_value("exitserve_requests_total", counted) == 1
+
+    run(body_)
+
+
+def _registry(protocol: LimitedHttpTools) -> CollectorRegistry:
+    assert protocol.lane is not None
+    return protocol.lane.metrics.registry
+
+
+def _answered_samples(protocol: LimitedHttpTools) -> float:
+    """Samples the app has answered, over every exit."""
+    families = _registry(protocol).collect()
+    return sum(s.value for f in families for s in f.samples if s.name == "exitserve_samples_total")
