@@ -255,3 +255,24 @@ def _answered_samples(protocol: LimitedHttpTools) -> float:
     """Samples the app has answered, over every exit."""
     families = _registry(protocol).collect()
     return sum(s.value for f in families for s in f.samples if s.name == "exitserve_samples_total")
+
+
+def test_a_queued_request_cancelled_at_shutdown_is_answered_503(
+    tiny_repository: Path, samples: np.ndarray
+) -> None:
+    """Past the graceful timeout uvicorn cancels the server's tasks: a queued request held
+    among them still gets an answer."""
+    body, headers = binary_request(samples[:1])
+
+    async def body_() -> None:
+        async with connection(tiny_repository, inline_max_ms=0) as protocol:
+            protocol.data_received(request(body, headers))
+            for task in list(protocol.tasks):
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+            await asyncio.gather(*protocol.tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # the answer's callback
+            status, text = recorder(protocol).take()
+            assert status == 503
+            assert "shutting down" in json.loads(text)["error"]
+
+    run(body_)
