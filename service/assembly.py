@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -96,8 +96,8 @@ def _whole_packet(claim: Claim) -> Batch | None:
     waits = [time.monotonic() - packet.queued_at] * len(waiting)
     if not lo:
         return None
-    pred = np.full(lo, -1, np.int64) if packet.pred is None else packet.pred
-    streak = np.zeros(lo, np.int32) if packet.streak is None else packet.streak
+    pred = _NO_PRED.get(lo) if packet.pred is None else packet.pred
+    streak = _NO_STREAK.get(lo) if packet.streak is None else packet.streak
     batch = Batch(packet.x, pieces, pred, streak, waits, real)
     batch.trail = packet.trail
     if packet.trail is None and packet.early is not None:  # stage 0, watched
@@ -134,8 +134,8 @@ def _gather(runner: SegmentRunner, claims: list[Claim]) -> Batch | None:
         return None
     x = runner.select(xs)
     real = sum(p.hi - p.lo for p in pieces if not p.job.shadow)  # stages claim shadows last
-    pred = _column([(p.packet.pred, p) for p in parts], -1, np.int64)
-    streak = _column([(p.packet.streak, p) for p in parts], 0, np.int32)
+    pred = _column([(p.packet.pred, p) for p in parts], _NO_PRED)
+    streak = _column([(p.packet.streak, p) for p in parts], _NO_STREAK)
     batch = Batch(x, pieces, pred, streak, waits, real)
     batch.trail = _trails(parts)
     return batch
@@ -151,18 +151,37 @@ def _rows_of_x(sel: Rows | None, idx: Rows | None) -> Rows | None:
     return sel[idx]
 
 
-def _column(
-    columns: list[tuple[npt.NDArray[G] | None, _Part]], fresh: int, dtype: type[G]
-) -> npt.NDArray[G]:
+def _column(columns: list[tuple[npt.NDArray[G] | None, _Part]], fresh: _Fresh[G]) -> npt.NDArray[G]:
     """One state column for the batch; `fresh` for rows that have none yet (stage 0)."""
     if all(c is None for c, _ in columns):
-        return np.full(sum(p.n for _, p in columns), fresh, dtype=dtype)
+        return fresh.get(sum(p.n for _, p in columns))
     return np.concatenate(
-        [
-            np.full(p.n, fresh, dtype=dtype) if c is None else c if p.idx is None else c[p.idx]
-            for c, p in columns
-        ]
+        [fresh.get(p.n) if c is None else c if p.idx is None else c[p.idx] for c, p in columns]
     )
+
+
+class _Fresh(Generic[G]):
+    """A state column's value before any exit, as read-only views of one array grown as
+    batches grow: a stage-0 batch takes a slice instead of filling a new array."""
+
+    def __init__(self, value: int, dtype: type[G]) -> None:
+        self.value, self.dtype = value, dtype
+        self.column = self._make(256)
+
+    def _make(self, n: int) -> npt.NDArray[G]:
+        column = np.full(n, self.value, dtype=self.dtype)
+        column.flags.writeable = False
+        return column
+
+    def get(self, n: int) -> npt.NDArray[G]:
+        column = self.column
+        if n > len(column):  # two worker threads may both grow it: either array will do
+            column = self.column = self._make(max(n, 2 * len(column)))
+        return column[:n]
+
+
+_NO_PRED = _Fresh(-1, np.int64)  # no exit yet: no prediction
+_NO_STREAK = _Fresh(0, np.int32)
 
 
 def _trails(parts: list[_Part]) -> Trail | None:

@@ -18,13 +18,16 @@ import onnxruntime as ort
 
 from service.assembly import Batch, Piece, SegmentRunner, assemble
 from service.jobs import Claim, Job, Packet, Rows, Span
-from service.policies import ExitPolicy, decide
+from service.policies import Decision, ExitPolicy, decide
 from service.runtime import Hidden, SegmentOutput
 from service.shadows import Evidence, Watch
 from service.trail import Trail
 from service.types import InferenceResult
 
 __all__ = ["Outcome", "SegmentRunner", "run_batch"]
+Probs = npt.NDArray[np.float32]
+_NO_ROWS: Rows = np.empty(0, dtype=np.int64)  # no survivors (read-only: shared)
+_NO_ROWS.flags.writeable = False
 
 
 @dataclass
@@ -63,17 +66,17 @@ def run_batch(
     for name, got in (("probs", len(out.probs)), ("hidden", _rows(out.hidden, batch.size))):
         if got != batch.size:  # a wrong-sized answer would shift rows between requests
             raise RuntimeError(f"segment {k} returned {got} {name} rows for {batch.size}")
-    exits, pred, streak = _decide(k, out.probs, batch)
+    d = _decide(k, out.probs, batch)
     watched = watch if batch.trail is not None else None
     if watched is not None and batch.trail is not None:
-        watched.note(k, out.probs, pred, batch.trail)
+        watched.note(k, out.probs, d.pred, batch.trail, d.top)
     outcome = Outcome(size=batch.size, seconds=ended - started, waits=batch.waits)
     outcome.input_seconds = started - begun
-    spans, keep = _answer(k, batch, out.probs, exits, pred, outcome)
+    spans, keep = _answer(k, batch, out.probs, d, outcome)
     if spans:
-        outcome.forward = _packet(runner, k, out, keep, pred, streak, spans, batch.trail)
+        outcome.forward = _packet(runner, k, out, keep, d, spans, batch.trail)
     if watched is not None:
-        _shadow(runner, k, out, batch, (exits, pred, streak), watched, outcome)
+        _shadow(runner, k, out, batch, d, watched, outcome)
     outcome.output_seconds = time.monotonic() - ended
     return outcome
 
@@ -83,33 +86,33 @@ def _shadow(
     k: int,
     out: SegmentOutput,
     batch: Batch,
-    decided: tuple[npt.NDArray[np.bool_], Rows, npt.NDArray[np.int32]],
+    d: Decision,
     watch: Watch,
     outcome: Outcome,
 ) -> None:
     """Fidelity control's part of a batch: at an early exit, pick the early answers to
     shadow and send them on with the shadows already here; at the last, the evidence."""
-    exits, pred, streak = decided
     trail = batch.trail
     if trail is None or watch.job is None:
         return
     if k >= watch.early:
-        outcome.evidence = watch.observed(trail, pred)
+        outcome.evidence = watch.observed(trail, d.pred)
         return
-    picked, outcome.shed = watch.pick(k, exits, batch.real, trail)
+    picked, outcome.shed = watch.pick(k, d.exits, batch.real, trail)
     outcome.shadowed = len(picked)
+    if not len(picked) and batch.real == batch.size:  # the usual batch: no shadow rows
+        return
     rows = np.concatenate([picked, np.arange(batch.real, batch.size, dtype=np.int64)])
     if len(rows):
         spans = [Span(watch.job, np.arange(len(rows), dtype=np.int64))]
-        outcome.shadows = _packet(runner, k, out, rows, pred, streak, spans, trail)
+        outcome.shadows = _packet(runner, k, out, rows, d, spans, trail)
 
 
 def _answer(
     k: int,
     batch: Batch,
     probs: npt.NDArray[np.float32],
-    exits: npt.NDArray[np.bool_],
-    pred: Rows,
+    d: Decision,
     outcome: Outcome,
 ) -> tuple[list[Span], Rows]:
     """Answer exited rows; return the survivors' spans, in batch order, and their batch rows.
@@ -117,21 +120,24 @@ def _answer(
     A request whose rows are all in one piece and all exit (every one-sample request) is
     answered with views of the batch's arrays, made here; one answered in parts has its
     rows written into its own arrays. Shadow rows (the batch's tail) are not answered here
-    and go on separately; a request gone while its batch ran leaves its rows behind.
+    and go on separately; a request gone while its batch ran leaves its rows behind. When
+    every row exits (the usual batch), no per-row counts are made.
     """
     spans: list[Span] = []
-    real = batch.real
-    going = ~exits[:real]
-    done_before = [0, *np.cumsum(exits[:real]).tolist()]  # exited rows before each row
-    whole = _Whole(k, probs, pred)
+    exits, pred, real = d.exits, d.pred, batch.real
+    every = bool(np.logical_and.reduce(exits[:real])) if real else True
+    going = None if every else ~exits[:real]
+    done_before = None if every else [0, *np.cumsum(exits[:real]).tolist()]
+    whole = _Whole(k, probs, pred, d.top)
     for piece in batch.pieces:
         job, lo, hi = piece.job, piece.lo, piece.hi
         if job.dead:
-            going[lo:hi] = False
+            if going is not None:
+                going[lo:hi] = False
             continue
         if job.shadow:
             continue
-        done = done_before[hi] - done_before[lo]
+        done = hi - lo if done_before is None else done_before[hi] - done_before[lo]
         if done == hi - lo == job.size:
             outcome.answered.append((job, done, whole.result(job, lo, hi)))
         elif done == hi - lo:
@@ -146,22 +152,27 @@ def _answer(
             spans.append(Span(job, piece.rows))
         if not outcome.jobs or outcome.jobs[-1] is not job:
             outcome.jobs.append(job)
-    return spans, np.flatnonzero(going)
+    return spans, (_NO_ROWS if going is None else going.nonzero()[0])
 
 
 class _Whole:
     """Whole answers from one batch: views of its rows, with the columns every answer
-    shares (confidence, exit) computed once for the batch, when the first one needs them."""
+    shares (confidence, exit) made once for the batch, when the first one needs them."""
 
-    def __init__(self, k: int, probs: npt.NDArray[np.float32], pred: Rows) -> None:
+    def __init__(
+        self, k: int, probs: npt.NDArray[np.float32], pred: Rows, top: Probs | None
+    ) -> None:
         self.k, self.probs, self.pred = k, probs, pred
-        self.confidence: npt.NDArray[np.float32] | None = None
-        self.exit = np.empty(0, dtype=np.int32)
+        self.confidence = top  # the decision's own, when it computed them
+        self.exit: npt.NDArray[np.int32] | None = None
 
     def result(self, job: Job, lo: int, hi: int) -> InferenceResult:
-        if self.confidence is None:
-            self.confidence = self.probs.max(axis=1)
-            self.exit = np.full(len(self.probs), self.k, dtype=np.int32)
+        if self.exit is None:
+            if self.confidence is None:
+                self.confidence = np.maximum.reduce(self.probs, axis=1)
+            self.exit = np.empty(len(self.probs), dtype=np.int32)
+            self.exit.fill(self.k)
+        assert self.confidence is not None
         return InferenceResult(
             job.model,
             job.version,
@@ -183,8 +194,7 @@ def _packet(
     k: int,
     out: SegmentOutput,
     keep: Rows,
-    pred: Rows,
-    streak: npt.NDArray[np.int32],
+    d: Decision,
     spans: list[Span],
     trail: Trail | None,
 ) -> Packet:
@@ -194,24 +204,27 @@ def _packet(
     if out.hidden is None:
         raise RuntimeError(f"rows survived segment {k}, which has no hidden output")
     keep = keep.astype(np.int64, copy=False)
-    every, named = len(keep) == len(pred), isinstance(out.hidden, ort.OrtValue)
+    every, named = len(keep) == len(d.pred), isinstance(out.hidden, ort.OrtValue)
     hidden = out.hidden if every or named else runner.take(out.hidden, keep)
     sel = keep if named and not every else None
-    packet = Packet(hidden, spans, pred[keep], streak[keep], time.monotonic(), sel=sel)
+    packet = Packet(hidden, spans, d.pred[keep], d.streak[keep], time.monotonic(), sel=sel)
     packet.trail = None if trail is None else trail.take(keep)
     return packet
 
 
-def _decide(
-    k: int, probs: npt.NDArray[np.float32], batch: Batch
-) -> tuple[npt.NDArray[np.bool_], Rows, npt.NDArray[np.int32]]:
+def _decide(k: int, probs: npt.NDArray[np.float32], batch: Batch) -> Decision:
     """Exit decisions for the whole batch, one vectorised call per distinct policy."""
+    policy = batch.pieces[0].job.policy
+    for piece in batch.pieces:  # the usual case: every request has the version's default
+        if piece.job.policy is not policy:
+            break
+    else:
+        return decide(policy, k, probs, batch.pred, batch.streak)
     groups: dict[ExitPolicy, list[Piece]] = defaultdict(list)
     for piece in batch.pieces:
         groups[piece.job.policy].append(piece)
-    if len(groups) == 1:  # the usual case: no row indexing needed
-        d = decide(next(iter(groups)), k, probs, batch.pred, batch.streak)
-        return d.exits, d.pred, d.streak
+    if len(groups) == 1:  # equal policies, not the same object: no row indexing needed
+        return decide(next(iter(groups)), k, probs, batch.pred, batch.streak)
     n = batch.size
     exits = np.zeros(n, dtype=np.bool_)
     pred = np.zeros(n, dtype=np.int64)
@@ -220,4 +233,4 @@ def _decide(
         idx = np.concatenate([np.arange(p.lo, p.hi, dtype=np.int64) for p in pieces])
         d = decide(policy, k, probs[idx], batch.pred[idx], batch.streak[idx])
         exits[idx], pred[idx], streak[idx] = d.exits, d.pred, d.streak
-    return exits, pred, streak
+    return Decision(exits, pred, streak)

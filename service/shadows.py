@@ -70,10 +70,16 @@ class Watch:
         """Whether new requests' rows get a trail (the controller is enabled)."""
         return self.fid.enabled
 
-    def note(self, k: int, probs: ProbArray, pred: IntArray, trail: Trail) -> None:
-        """Remember every row's surety and label at early exit k."""
+    def note(
+        self, k: int, probs: ProbArray, pred: IntArray, trail: Trail, top: ProbArray | None
+    ) -> None:
+        """Remember every row's surety and label at early exit k. `top`: the rows' highest
+        probabilities if the exit's decision computed them (the confidence surety)."""
         if k < self.early:
-            trail.surety[:, k] = surety(self.fid.base.kind, probs)
+            kind = self.fid.base.kind
+            trail.surety[:, k] = (
+                top if top is not None and kind == "confidence" else surety(kind, probs)
+            )
             trail.label[:, k] = pred
 
     def pick(
@@ -81,11 +87,11 @@ class Watch:
     ) -> tuple[IntArray, int]:
         """Batch rows answered at exit k that go on as shadows, and how many picked were
         shed instead because the version is under load."""
-        leaving = np.flatnonzero(exits[:real] & (trail.inclusion[:real] > 0))
-        chosen, fraction = self.fid.sampler.draw(len(leaving))
-        picked = leaving[chosen]
-        if not len(picked):
-            return picked, 0
+        leaving = exits[:real] & (trail.inclusion[:real] > 0)
+        chosen, fraction = self.fid.sampler.draw(int(np.count_nonzero(leaving)))
+        if not len(chosen):
+            return chosen, 0
+        picked = leaving.nonzero()[0][chosen]
         if self.crowded():
             return picked[:0], len(picked)
         trail.answered[picked] = k

@@ -76,6 +76,22 @@ def test_sampler_is_deterministic_for_a_seed_and_honours_its_fraction() -> None:
     assert a.chosen == int(picks.sum())
 
 
+def test_sampler_honours_its_fraction_over_many_small_draws_and_after_a_change() -> None:
+    """Batches of one or a few rows (the usual at low load) skip rows between picks; the
+    rate must still be the fraction, and a new fraction must hold from the next draw on."""
+    sampler = ShadowSampler(0.02, 0.25, seed=3)
+    sizes = np.random.default_rng(4).integers(1, 4, size=20000)
+    picked = sum(len(sampler.draw(int(n))[0]) for n in sizes)
+    assert picked / sizes.sum() == pytest.approx(0.25, abs=0.01)
+    assert sampler.chosen == picked
+    for _ in range(4):
+        sampler.update(alarm=False)  # down to 0.02
+    assert sampler.fraction == pytest.approx(0.02)
+    picked = [sampler.draw(2)[0] for _ in range(50000)]
+    assert sum(map(len, picked)) / 100000 == pytest.approx(0.02, abs=0.002)
+    assert all(set(p.tolist()) <= {0, 1} for p in picked)
+
+
 def test_sampler_starts_high_decays_when_quiet_and_jumps_on_alarm() -> None:
     sampler = ShadowSampler(0.02, 0.25)
     assert sampler.fraction == 0.25  # right after a load
