@@ -18,11 +18,11 @@ access logs on) go to the app as before.
 A request whose whole body came with its head (every small request over a fast link), not
 compressed and small enough to decode inline, is started in the protocol's callback
 (`start`): decoded and queued at once, and, when stage 0 ran at once (`Pipeline._solo`),
-answered before the callback returns. Once queued, it is answered by a callback on its
-future: no task and no connection watcher per request. The protocol holds that future
-among the server's tasks (shutdown awaits it) and cancels it if the connection is lost, so
-a client that hangs up stops costing compute at once. Any other request is read and
-answered by a task (`serve`).
+answered before the callback returns. Any other request is read, decoded and queued by a
+task (`serve`). Once queued, either is answered by a callback on its future: no task and
+no connection watcher per request. The protocol holds that future among the server's
+tasks (shutdown awaits it) and cancels it if the connection is lost, so a client that
+hangs up stops costing compute at once.
 
 A second dispatcher beside FastAPI's router, where the design asks for one: kept for two
 paths because it measured ~0.2 ms less per request at concurrency 1 (docs/benchmarks.md).
@@ -45,7 +45,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 
 from models.manifest import NAME_PATTERN, VERSION_PATTERN
 from service.api.offload import OFFLOAD_BYTES
-from service.api.v2_infer import answer_infer, start_infer
+from service.api.v2_infer import Started, read_infer, start_infer
 from service.errors import ClientGone, ExitServeError, NotReady, error_body
 from service.metrics import UNKNOWN, Metrics
 from service.protocol.v2_decode import DecodedInfer
@@ -100,6 +100,30 @@ class InferLane:
         except Exception as exc:
             self._reply(cycle, name, begun, exc)
             return
+        self._when_done(cycle, name, begun, (future, decoded), track)
+
+    async def serve(
+        self, cycle: RequestResponseCycle, name: str, version: str | None, track: Track
+    ) -> None:
+        """Read, decode and queue the cycle's request (a task: its body may come in later
+        reads), then answer it as `start` does: exactly one response, none if the client
+        is gone."""
+        begun = time.perf_counter()
+        try:
+            headers = Headers(raw=cast(list[tuple[bytes, bytes]], cycle.scope["headers"]))
+            receive = cast(Receive, cycle.receive)
+            started = await read_infer(self.state, headers, receive, name, version)
+        except Exception as exc:
+            self._reply(cycle, name, begun, exc)
+            return
+        self._when_done(cycle, name, begun, started, track)
+
+    def _when_done(
+        self, cycle: RequestResponseCycle, name: str, begun: float, started: Started, track: Track
+    ) -> None:
+        """Answer now if the answer is ready, else when its future is done (`track` hands
+        the future to the protocol, which cancels it if the connection is lost)."""
+        future, decoded = started
         if future.done():
             self._reply(cycle, name, begun, _encoded(future, decoded))
             return
@@ -118,22 +142,11 @@ class InferLane:
         (the client hung up) or a forced shutdown (uvicorn cancels what is left)."""
         if not future.cancelled():
             self._reply(cycle, name, begun, _encoded(future, decoded))
-        elif cycle.disconnected:
+        elif cycle.disconnected or cycle.transport.is_closing():
             gone = "the client closed the connection before the answer was ready"
             self._reply(cycle, name, begun, ClientGone(gone))
         else:
             self._reply(cycle, name, begun, NotReady("the server is shutting down"))
-
-    async def serve(self, cycle: RequestResponseCycle, name: str, version: str | None) -> None:
-        """Answer the cycle's request: exactly one response, or none if the client is gone."""
-        begun = time.perf_counter()
-        try:
-            headers = Headers(raw=cast(list[tuple[bytes, bytes]], cycle.scope["headers"]))
-            receive = cast(Receive, cycle.receive)
-            out: Outcome = await answer_infer(self.state, headers, receive, name, version)
-        except Exception as exc:
-            out = exc
-        self._reply(cycle, name, begun, out)
 
     def _reply(self, cycle: RequestResponseCycle, name: str, begun: float, out: Outcome) -> None:
         """Write the answer or the error's response, and count the request."""

@@ -118,6 +118,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._reading = False  # in `data_received`
         self._lane_next: tuple[RequestResponseCycle, tuple[str, str | None]] | None = None
         self._lane_work: asyncio.Future[Any] | None = None  # a started request's answer
+        self._lost = False  # the connection is gone
         if len(self.connections) > self.limits.max_connections:
             log.warning(
                 "%d connections open (max_connections); answering 503", len(self.connections)
@@ -128,6 +129,7 @@ class LimitedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)  # marks the cycle disconnected: the lane answers 499
+        self._lost = True
         if self._lane_work is not None:  # nobody will read it: its rows stop running
             self._lane_work.cancel()
 
@@ -190,7 +192,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         """The lane's request as a task that reads its body (`InferLane.serve`)."""
         self._lane_next = None
         assert self.lane is not None
-        self._spawn(self.lane.serve(cycle, *target))
+        self._spawn(self.lane.serve(cycle, *target, self._track))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` as one of the server's tasks (awaited at shutdown)."""
@@ -204,6 +206,9 @@ class LimitedHttpTools(HttpToolsProtocol):
         self.tasks.add(work)  # type: ignore[arg-type]  # uvicorn only awaits and cancels
         self._lane_work = work
         work.add_done_callback(self._untrack)
+        if self._lost:  # gone while the request was read (`serve`)
+            work.cancel()
+        self.flow.resume_reading()  # a large body paused reading: a hang-up must be seen
 
     def _untrack(self, work: asyncio.Future[Any]) -> None:
         self.tasks.discard(work)

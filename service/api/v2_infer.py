@@ -5,7 +5,8 @@ It needs only what both have: the app's state, the request headers and ASGI `rec
 (for the body and to notice a client that hangs up). One model lookup per request, so
 decoding and queueing see the same version even if a reload lands in between.
 `start_infer` is the same core for a body already in hand, small and not compressed: the
-lane runs it in the protocol's own callback, with no task and no ASGI message.
+lane runs it in the protocol's own callback, with no task and no ASGI message. The lane
+reads any other body with `read_infer`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,21 @@ async def answer_infer(
     state: State, headers: Headers, receive: Receive, name: str, version: str | None
 ) -> EncodedResponse:
     """Run one v2 inference request; raises ExitServeError for anything the client hears."""
+    future, decoded = await read_infer(state, headers, receive, name, version)
+    result = await unless_disconnected(receive, future)
+    return encode_infer(result, decoded.outputs, decoded.request_id)
+
+
+async def read_infer(
+    state: State, headers: Headers, receive: Receive, name: str, version: str | None
+) -> Started:
+    """`answer_infer` up to the queue: the body read and decoded, and the answer's future
+    (the lane waits for it by a callback, with no watcher)."""
     plane, limits = serving_plane(state), cast(Settings, state.settings)
     loaded = plane.lookup(name, version)
     body = await read_body(headers, receive, limits.max_body_bytes)
     decoded = await decode(state, body, decode_infer, *_decoding(headers, loaded, limits))
-    result = await unless_disconnected(receive, plane.submit(decoded.request, loaded))
-    return encode_infer(result, decoded.outputs, decoded.request_id)
+    return plane.submit(decoded.request, loaded), decoded
 
 
 def start_infer(
