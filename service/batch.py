@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from service.assembly import Batch, Piece, SegmentRunner, assemble
 from service.jobs import Claim, Job, Packet, Rows, Span
-from service.policies import Decision, ExitPolicy, decide
+from service.policies import Decision, ExitPolicy, decide, max_prob
 from service.runtime import Hidden, SegmentOutput
 from service.shadows import Evidence, Watch
 from service.trail import Trail
@@ -103,9 +103,8 @@ def _shadow(
     if not len(picked) and batch.real == batch.size:  # the usual batch: no shadow rows
         return
     rows = np.concatenate([picked, np.arange(batch.real, batch.size, dtype=np.int64)])
-    if len(rows):
-        spans = [Span(watch.job, np.arange(len(rows), dtype=np.int64))]
-        outcome.shadows = _packet(runner, k, out, rows, d, spans, trail)
+    spans = [Span(watch.job, np.arange(len(rows), dtype=np.int64))]
+    outcome.shadows = _packet(runner, k, out, rows, d, spans, trail)
 
 
 def _answer(
@@ -167,12 +166,11 @@ class _Whole:
         self.exit: npt.NDArray[np.int32] | None = None
 
     def result(self, job: Job, lo: int, hi: int) -> InferenceResult:
+        if self.confidence is None:
+            self.confidence = max_prob(self.probs)
         if self.exit is None:
-            if self.confidence is None:
-                self.confidence = np.maximum.reduce(self.probs, axis=1)
             self.exit = np.empty(len(self.probs), dtype=np.int32)
             self.exit.fill(self.k)
-        assert self.confidence is not None
         return InferenceResult(
             job.model,
             job.version,
