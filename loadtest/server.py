@@ -129,10 +129,13 @@ def running_server(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
+    source: Path | None = None,
 ) -> Iterator[LiveServer]:
     """Run `exitserve serve` on `repository` until the block ends, then SIGTERM it.
 
     The caller's EXITSERVE_* variables are dropped so only `args` and `env` configure it.
+    `source`: a checkout whose code the server runs (its working directory: `python -m`
+    puts that first on sys.path, ahead of PYTHONPATH); None runs this process's.
     """
     port, metrics_port = free_port(), free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +147,7 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**clean_env, **(env or {})},
+            cwd=source,
         )
     server = LiveServer(
         f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", process, log_path

@@ -1,0 +1,72 @@
+"""The A/B tool runs each arm's own code, pairs its rounds, and cleans up its worktrees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import pytest
+from click.testing import CliRunner
+
+from loadtest.ab import ROOT, Arm, WrongTree, checkout, imported_from, main, summary, verify
+from loadtest.report import Report
+from loadtest.server import LiveServer
+
+
+def _report(rate: float, p50: float) -> Report:
+    return Report(
+        requests=int(rate),
+        ok=int(rate),
+        elapsed_s=1.0,
+        requests_per_s=rate,
+        samples_per_s=rate,
+        p50_ms=p50,
+        p95_ms=p50,
+        p99_ms=p50,
+        max_ms=p50,
+    )
+
+
+def test_a_folder_without_the_code_is_refused_where_pythonpath_would_have_fooled_us(
+    tmp_path: Path,
+) -> None:
+    # started in a folder with no `service`, Python finds this checkout's (the editable
+    # install): the trap that made PYTHONPATH-only A/Bs compare one tree with itself
+    assert not imported_from(tmp_path).is_relative_to(tmp_path)
+    with pytest.raises(WrongTree, match="would run"):
+        verify(tmp_path)
+
+
+def test_this_checkout_runs_its_own_code() -> None:
+    verify(ROOT)
+    assert imported_from(ROOT) == (ROOT / "service" / "__init__.py").resolve()
+
+
+def test_a_revision_is_checked_out_into_a_worktree_that_is_removed_after() -> None:
+    with checkout("HEAD") as tree:
+        assert tree != ROOT
+        verify(tree)
+        assert (tree / "service" / "scheduler.py").is_file()
+    assert not tree.exists()
+
+
+def test_the_summary_pairs_rounds_and_counts_wins() -> None:
+    server = cast(LiveServer, None)
+    base = Arm("base", server, {"ee": [_report(100, 1.0), _report(200, 0.5), _report(100, 1)]})
+    new = Arm("changed", server, {"ee": [_report(110, 0.9), _report(180, 0.6), _report(150, 1)]})
+    table = summary(base, new)
+    row = table.splitlines()[-1]
+    # ratios per round 1.1, 0.9, 1.5: median 1.1, not the ratio of medians (150/100)
+    assert row.startswith("| ee | 100 (100–200) | 150 (110–180) | 1.100 (0.900–1.500) |")
+    assert "| 2 of 3 |" in row
+
+
+def test_an_ab_run_measures_both_arms_end_to_end() -> None:
+    args = ["HEAD", str(ROOT), "--rounds", "1", "--seconds", "0.5", "-c", "1", "--samples", "64"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("| early exit"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "early exit, 1 × 1"
+    assert float(cells[1].split()[0]) > 0
+    assert float(cells[2].split()[0]) > 0
