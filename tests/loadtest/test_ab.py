@@ -9,22 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from loadtest.ab import ROOT, Arm, WrongTree, checkout, imported_from, main, summary, verify
-from loadtest.report import Report
 from loadtest.server import LiveServer
-
-
-def _report(rate: float, p50: float) -> Report:
-    return Report(
-        requests=int(rate),
-        ok=int(rate),
-        elapsed_s=1.0,
-        requests_per_s=rate,
-        samples_per_s=rate,
-        p50_ms=p50,
-        p95_ms=p50,
-        p99_ms=p50,
-        max_ms=p50,
-    )
+from tests.loadtest.reports import report
 
 
 def test_a_folder_without_the_code_is_refused_where_pythonpath_would_have_fooled_us(
@@ -52,8 +38,8 @@ def test_a_revision_is_checked_out_into_a_worktree_that_is_removed_after() -> No
 
 def test_the_summary_pairs_rounds_and_counts_wins() -> None:
     server = cast(LiveServer, None)
-    base = Arm("base", server, {"ee": [_report(100, 1.0), _report(200, 0.5), _report(100, 1)]})
-    new = Arm("changed", server, {"ee": [_report(110, 0.9), _report(180, 0.6), _report(150, 1)]})
+    base = Arm("base", server, {"ee": [report(100, 1.0), report(200, 0.5), report(100, 1)]})
+    new = Arm("changed", server, {"ee": [report(110, 0.9), report(180, 0.6), report(150, 1)]})
     table = summary(base, new)
     row = table.splitlines()[-1]
     # ratios per round 1.1, 0.9, 1.5: median 1.1, not the ratio of medians (150/100)

@@ -20,27 +20,9 @@ from loadtest.benchtext import client_sentence, peer_sentences
 from loadtest.doccheck import generated_sections, stray_numbers
 from loadtest.figures import Results, Row, to_json
 from loadtest.peers.runner import PEERS
-from loadtest.report import Report
+from tests.loadtest.reports import report
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def report(rate: float, p50: float = 1.0, exits: tuple[float, ...] = (0.9, 0.1)) -> Report:
-    return Report(
-        requests=int(rate),
-        ok=int(rate),
-        elapsed_s=1.0,
-        requests_per_s=rate,
-        samples_per_s=rate,
-        p50_ms=p50,
-        p95_ms=p50 * 2,
-        p99_ms=p50 * 3,
-        max_ms=p50 * 4,
-        exit_distribution=list(exits),
-        client_cpu=0.0123,
-        server_cpu=0.6789,
-        machine_cpu=0.91,
-    )
 
 
 def results(python_rates: tuple[float, ...] = (400.0, 410.0, 420.0)) -> Results:
