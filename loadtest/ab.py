@@ -14,6 +14,7 @@ checkout with PYTHONPATH pointing at another runs the same code twice.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def checkout(ref: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run([*git, "remove", "--force", str(folder)], check=False, capture_output=True)
+        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 @dataclass
@@ -83,14 +85,18 @@ class Arm:
 
 
 def measure(
-    arms: Sequence[Arm], loads: dict[str, tuple[Bodies, int]], model: str, rounds: int, s: float
+    arms: Sequence[Arm],
+    loads: dict[str, tuple[Bodies, int]],
+    model: str,
+    rounds: int,
+    seconds: float,
 ) -> None:
     """Every configuration on every arm once per round; the first arm alternates."""
     for r in range(rounds):
         order = list(arms) if r % 2 == 0 else list(arms)[::-1]
         for name, (bodies, connections) in loads.items():
             for arm in order:
-                rep = run_wrk(url_of(arm.server, model), bodies, connections, s)
+                rep = run_wrk(url_of(arm.server, model), bodies, connections, seconds)
                 arm.runs.setdefault(name, []).append(rep)
                 click.echo(f" round {r + 1}/{rounds} {name} {arm.label}: {rep.line()[:90]}")
 

@@ -33,7 +33,7 @@ def test_a_revision_is_checked_out_into_a_worktree_that_is_removed_after() -> No
         assert tree != ROOT
         verify(tree)
         assert (tree / "service" / "scheduler.py").is_file()
-    assert not tree.exists()
+    assert not tree.parent.exists()
 
 
 def test_the_summary_pairs_rounds_and_counts_wins() -> None:
