@@ -102,25 +102,46 @@ def measure(
 
 
 def summary(base: Arm, changed: Arm) -> str:
-    """A markdown table: medians with ranges, and the changed arm's paired ratio."""
+    """A markdown table: medians with ranges, and the changed arm's paired ratio; with
+    full depth measured, each arm's early-exit / full-depth ratio too (issue 14's)."""
     lines = [
         f"| configuration | {base.label} samples/s | {changed.label} samples/s | ratio "
         f"(paired) | faster rounds | {base.label} p50 ms | {changed.label} p50 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, a_runs in base.runs.items():
-        b_runs = changed.runs[name]
-        a = [r.samples_per_s for r in a_runs]
-        b = [r.samples_per_s for r in b_runs]
-        ratios = [y / x for x, y in zip(a, b, strict=True) if x]
-        wins = sum(y > x for x, y in zip(a, b, strict=True))
-        lines.append(
-            f"| {name} | {_spread(a, '.0f')} | {_spread(b, '.0f')} | "
-            f"{_spread(ratios, '.3f')} | {wins} of {len(a)} | "
-            f"{_spread([r.p50_ms for r in a_runs], '.3f')} | "
-            f"{_spread([r.p50_ms for r in b_runs], '.3f')} |"
-        )
+        a, b = _rates(a_runs), _rates(changed.runs[name])
+        p50s = [_spread([r.p50_ms for r in arm.runs[name]], ".3f") for arm in (base, changed)]
+        lines.append(_row(name, a, b, ".0f", p50s))
+    for name in base.runs:
+        if name.startswith("early exit, ") and (deep := _full_depth(name)) in base.runs:
+            a, b = (_per_round(arm.runs[name], arm.runs[deep]) for arm in (base, changed))
+            label = f"early exit / full depth, {name.removeprefix('early exit, ')}"
+            lines.append(_row(label, a, b, ".3f", ["n/a", "n/a"]))
     return "\n".join(lines)
+
+
+def _row(name: str, a: list[float], b: list[float], spec: str, p50s: list[str]) -> str:
+    ratios = [y / x for x, y in zip(a, b, strict=True) if x]
+    wins = sum(y > x for x, y in zip(a, b, strict=True))
+    return (
+        f"| {name} | {_spread(a, spec)} | {_spread(b, spec)} | {_spread(ratios, '.3f')} | "
+        f"{wins} of {len(a)} | {p50s[0]} | {p50s[1]} |"
+    )
+
+
+def _rates(runs: Sequence[Report]) -> list[float]:
+    return [r.samples_per_s for r in runs]
+
+
+def _full_depth(early: str) -> str:
+    return "full depth, " + early.removeprefix("early exit, ")
+
+
+def _per_round(early: Sequence[Report], deep: Sequence[Report]) -> list[float]:
+    """Early exit over full depth, round by round (one arm)."""
+    pairs = zip(early, deep, strict=True)
+    return [e.samples_per_s / d.samples_per_s if d.samples_per_s else 0.0 for e, d in pairs]
 
 
 def _spread(values: Sequence[float], spec: str) -> str:

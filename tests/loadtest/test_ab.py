@@ -47,6 +47,17 @@ def test_the_summary_pairs_rounds_and_counts_wins() -> None:
     assert "| 2 of 3 |" in row
 
 
+def test_with_full_depth_each_arm_gets_its_early_exit_over_full_depth_ratio() -> None:
+    server = cast(LiveServer, None)
+    ee, fd = "early exit, 32 × 1", "full depth, 32 × 1"
+    base = Arm("base", server, {ee: [report(300, 1), report(330, 1)], fd: [report(100, 1)] * 2})
+    new = Arm("changed", server, {ee: [report(350, 1), report(300, 1)], fd: [report(100, 1)] * 2})
+    row = summary(base, new).splitlines()[-1]
+    # base 3.0 and 3.3, changed 3.5 and 3.0: won one round of two
+    assert row.startswith("| early exit / full depth, 32 × 1 | 3.150 (3.000–3.300) |")
+    assert "| 3.250 (3.000–3.500) | 1.038 (0.909–1.167) | 1 of 2 |" in row
+
+
 def test_an_ab_run_measures_both_arms_end_to_end() -> None:
     args = ["HEAD", str(ROOT), "--rounds", "1", "--seconds", "0.5", "-c", "1", "--samples", "64"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
