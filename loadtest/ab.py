@@ -13,7 +13,6 @@ checkout with PYTHONPATH pointing at another runs the same code twice.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import subprocess
@@ -42,11 +41,8 @@ class WrongTree(click.ClickException):
 
 def imported_from(tree: Path) -> Path:
     """Where Python started in `tree`, as a server is, finds the `service` package."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     probe = "import service, sys; sys.stdout.write(service.__file__)"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tree, env=env, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True, text=True)
     if out.returncode != 0:
         raise WrongTree(f"{tree}: cannot import service: {out.stderr.strip()[-300:]}")
     return Path(out.stdout).resolve()

@@ -25,7 +25,8 @@ tasks (shutdown awaits it) and cancels it if the connection is lost, so a client
 hangs up stops costing compute at once.
 
 A second dispatcher beside FastAPI's router, where the design asks for one: kept for two
-paths because it measured ~0.2 ms less per request at concurrency 1 (docs/benchmarks.md).
+paths because it measured +10% single-sample throughput at saturation and +6% at
+concurrency 1 (`python -m loadtest.ab`, docs/benchmarks.md's session-18 notes).
 """
 
 from __future__ import annotations
